@@ -1,0 +1,89 @@
+"""MobileNetV2 with 19 widths: stem, the 17 bottleneck outputs, and the final 1x1 conv."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .common import Gate, check_widths, conv_bn_count
+
+# (expansion t, default output width c, blocks n) per stage.
+_STAGES = [(1, 16, 1), (6, 24, 2), (6, 32, 3), (6, 64, 4), (6, 96, 3), (6, 160, 3), (6, 320, 1)]
+_STAGE_STRIDES = {"cifar": (1, 2, 2, 2, 1, 2, 1), "tiny": (1, 2, 2, 2, 2, 2, 1)}
+DEFAULT_WIDTHS = [32] + [c for _, c, n in _STAGES for _ in range(n)] + [1280]
+
+
+def _block_plan(widths: Sequence[int], variant: str, convcut: bool):
+    """Yield ``(cin, hidden, cout, stride, conv_shortcut)`` for the 17 bottlenecks, in forward order."""
+    cin, b = widths[0], 0
+    for stage, (t, _, n) in enumerate(_STAGES):
+        for i in range(n):
+            stride = _STAGE_STRIDES[variant][stage] if i == 0 else 1
+            cout = widths[1 + b]
+            yield cin, t * cin, cout, stride, convcut or stride != 1 or cin != cout
+            cin, b = cout, b + 1
+
+
+def _conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups), nn.BatchNorm2d(cout)]
+
+
+class Bottleneck(nn.Module):
+    """1x1 expand -> BN -> ReLU6 -> 3x3 depthwise(s) -> BN -> ReLU6 -> 1x1 project -> BN, plus shortcut.
+
+    The shortcut is the identity, or 1x1 conv(s) -> BN when ``conv_shortcut``. No activation after the
+    sum; the gate marks the block's output channels.
+    """
+
+    def __init__(self, cin: int, hidden: int, cout: int, stride: int, conv_shortcut: bool, gate_idx: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            *_conv_bn(cin, hidden, 1),
+            nn.ReLU6(inplace=True),
+            *_conv_bn(hidden, hidden, 3, stride, groups=hidden),
+            nn.ReLU6(inplace=True),
+            *_conv_bn(hidden, cout, 1),
+        )
+        self.shortcut = nn.Sequential(*_conv_bn(cin, cout, 1, stride)) if conv_shortcut else nn.Identity()
+        self.gate = Gate(gate_idx)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gate(self.body(x) + self.shortcut(x))
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2 (CIFAR: stem stride 1). Input (N, 3, H, W); output (N, K)."""
+
+    def __init__(self, widths: Sequence[int], num_classes: int, variant: str, convcut: bool):
+        super().__init__()
+        self.stem = nn.Sequential(*_conv_bn(3, widths[0], 3), nn.ReLU6(inplace=True), Gate(0))
+        self.blocks = nn.Sequential(
+            *[
+                Bottleneck(cin, hid, cout, s, conv, 1 + b)
+                for b, (cin, hid, cout, s, conv) in enumerate(_block_plan(widths, variant, convcut))
+            ]
+        )
+        self.head = nn.Sequential(
+            *_conv_bn(widths[-2], widths[-1], 1), nn.ReLU6(inplace=True), Gate(len(widths) - 1)
+        )
+        self.classifier = nn.Conv2d(widths[-1], num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.head(self.blocks(self.stem(x)))
+        out = self.classifier(nn.functional.adaptive_avg_pool2d(out, 1))
+        return torch.flatten(out, 1)
+
+
+def build(widths: Sequence[int], num_classes: int, variant: str, convcut: bool) -> MobileNetV2:
+    return MobileNetV2(check_widths("mobilenetv2", widths, len(DEFAULT_WIDTHS)), num_classes, variant, convcut)
+
+
+def count(widths: Sequence[int], num_classes: int, variant: str, convcut: bool) -> int:
+    total = conv_bn_count(3, widths[0], 3, bias=True)
+    for cin, hid, cout, _, conv in _block_plan(widths, variant, convcut):
+        total += conv_bn_count(cin, hid, 1, True) + conv_bn_count(hid, hid, 3, True, groups=hid)
+        total += conv_bn_count(hid, cout, 1, True) + (conv_bn_count(cin, cout, 1, True) if conv else 0)
+    total += conv_bn_count(widths[-2], widths[-1], 1, bias=True)
+    return total + widths[-1] * num_classes + num_classes
