@@ -11,8 +11,12 @@ import sys
 from collections.abc import Sequence
 
 from . import powerlaw
+from .cli_reproduce import add_parser as add_reproduce_parser
+from .cli_search import add_parsers as add_search_parsers
+from .cli_train import add_latency_parser, add_train_parser
 from .datasets import DATASETS
 from .models import ARCHS, default_widths, param_count, uniform_widths
+from .reproduce import NotebookFailed
 
 
 def _widths(text: str) -> list[int]:
@@ -56,13 +60,18 @@ def cmd_fit(args: argparse.Namespace) -> dict:
 
 
 def resolve_law(args: argparse.Namespace) -> powerlaw.PowerLaw:
-    """The law ``generate`` uses: ``--published NAME`` or ``--fit FILE`` (with its arch/dataset)."""
+    """The law ``generate`` uses: ``--run DIR``, ``--published NAME`` or ``--fit FILE`` (with its arch/dataset)."""
+    if args.run:
+        from .descent import law_from_run
+
+        law, args.arch, args.dataset, args.convcut = law_from_run(args.run, args.iteration)
+        return law
     if args.published:
         law, arch, dataset = powerlaw.published_fit(args.published, args.iteration or 15)
         args.arch, args.dataset = args.arch or arch, args.dataset or dataset
         return law
     if not args.fit:
-        raise ValueError("generate needs a law: --fit FIT.json or --published NAME")
+        raise ValueError("generate needs a law: --fit FIT.json, --published NAME or --run RUN_DIR")
     meta = powerlaw.io.read_json(args.fit)
     if isinstance(meta, dict):
         args.arch = args.arch or meta.get("arch")
@@ -106,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--fit", help="fit JSON (from `nslab fit`, or the authors' {'fits': [...]} file)")
     src.add_argument("--published", choices=list(powerlaw.published_fits()),
                      help="the authors' published VGG11 fits, shipped with nslab")
+    src.add_argument("--run", help="a search run directory (`nslab search --out`); --iteration picks the fit")
     p.add_argument("--iteration", type=int, help="which fit of a multi-fit file (1-based; default last)")
     p.add_argument("--arch", choices=list(ARCHS))
     p.add_argument("--dataset", choices=list(DATASETS))
@@ -117,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-width", type=int, default=1)
     p.add_argument("--method", choices=["bracket", "sgd"], default="bracket")
     p.set_defaults(func=cmd_generate)
+
+    add_train_parser(sub)
+    add_latency_parser(sub)
+    add_search_parsers(sub)
+    add_reproduce_parser(sub)
     return parser
 
 
@@ -125,9 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         out = args.func(args)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, FloatingPointError) as e:
         print(f"nslab {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except NotebookFailed as e:
+        print(f"nslab {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"nslab {args.command}: interrupted; finished work is kept, rerun to resume", file=sys.stderr)
         return 130

@@ -1,0 +1,68 @@
+"""Pruning with and without physical shrinking: same schedule, same seed, VGG11 on the CPU.
+
+Both runs prune the default VGG11 (2752 channels) to 5% with the same Taylor-FO schedule on synthetic
+CIFAR-shaped data; one rebuilds the network smaller after every step, the other only masks channels.
+Prints both wall times of the pruning phase and their ratio (target: at least 2x).
+
+Usage: ``flock /tmp/nslab-heavy.lock python bench/prune_speed.py [--channels-per-step 100] [--threads 2]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+import numpy as np
+import torch
+
+from nslab.data import synthetic_data
+from nslab.prune import PruneSettings, prune
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--channels-per-step", type=int, default=100)
+    ap.add_argument("--batches-per-step", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    data = synthetic_data(train_per_class=64)
+    settings = PruneSettings(
+        channels_per_step=args.channels_per_step,
+        batches_per_step=args.batches_per_step,
+        batch_size=args.batch_size,
+        pretrain_epochs=0,
+        channels_last=True,
+    )
+    out = {}
+    for shrink in (True, False):
+        res = prune(
+            "vgg11", data, dataclasses.replace(settings, shrink=shrink), seed=args.seed, progress=False
+        )
+        out["shrink" if shrink else "mask"] = res
+        print(
+            f"{'shrink' if shrink else 'mask  '}: {res.seconds:7.1f} s pruning phase, {res.steps} steps, "
+            f"{len(res.widths)} rows, final widths {res.final_widths}",
+            flush=True,
+        )
+    a, b = out["shrink"], out["mask"]
+    same = len(a.widths) == len(b.widths) and bool(np.array_equal(a.widths[:5], b.widths[:5]))
+    print(
+        json.dumps(
+            {
+                "shrink_s": round(a.seconds, 2),
+                "mask_s": round(b.seconds, 2),
+                "speedup": round(b.seconds / a.seconds, 2),
+                "same_first_rows": same,
+                "settings": dataclasses.asdict(settings),
+                "threads": args.threads,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

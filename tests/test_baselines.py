@@ -1,0 +1,130 @@
+"""Baselines in the search harness: uniform, MorphNet (Taylor-FO), Li et al. (tiny synthetic runs)."""
+
+import dataclasses
+
+import pytest
+import torch
+
+import nslab.baselines as baselines
+from nslab import io
+from nslab.baselines import (
+    budget_for_ratio,
+    keep_ratio_for_budget,
+    li_baseline,
+    morphnet_baseline,
+    transplant,
+    uniform_baseline,
+)
+from nslab.data import synthetic_data
+from nslab.descent import SearchProfile
+from nslab.models import create_model, default_widths, param_count, uniform_widths
+from nslab.prune import PruneSettings, apply_masks, shrink_model
+
+TINY = SearchProfile(
+    "tiny",
+    PruneSettings(channels_per_step=8, batches_per_step=1, batch_size=16, pretrain_epochs=0, lr=0.05),
+    iterations=1,
+    synthetic=True,
+    start_ratio=0.0625,
+    li_train_recipe="smoke",
+    li_train_epochs=1,
+    li_finetune_epochs=1,
+    li_finetune_lr=0.01,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny networks: with other work on the 2 cores, a second OpenMP thread only spins (10x slower here).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic_data(train_per_class=16, test_per_class=4)
+
+
+def test_uniform_baseline_is_the_budget():
+    out = uniform_baseline("vgg11", [0.25, 2.0])
+    assert out[0.25].widths == uniform_widths("vgg11", 0.25)
+    assert out[0.25].params == budget_for_ratio("vgg11", 0.25) == out[0.25].target
+    assert out[2.0].rel_error == 0.0
+
+
+def test_keep_ratio_meets_the_budget_with_one_ratio():
+    budget = budget_for_ratio("vgg11", 0.75)
+    q, widths, params = keep_ratio_for_budget("vgg11", budget)
+    assert params == param_count("vgg11", widths)
+    assert abs(params - budget) / budget < 0.005
+    expected = [max(1, round(q * w)) for w in default_widths("vgg11")]
+    assert widths == expected
+    with pytest.raises(ValueError, match="budget must lie between"):
+        keep_ratio_for_budget("vgg11", 10 * budget)
+
+
+def test_transplant_is_exact_filter_removal_for_vgg():
+    torch.manual_seed(0)
+    widths = [6, 8, 8, 10, 10, 12, 12, 12]
+    model = create_model("vgg11", widths).eval()
+    keep = {i: torch.arange(0, w, 2) for i, w in enumerate(widths)}
+    new_widths = [len(k) for k in keep.values()]
+    a = transplant(model, "vgg11", keep, new_widths).eval()
+    b, _, _ = shrink_model(model, "vgg11", widths, keep)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(a(x), b(x))
+        masks = {i: torch.zeros(w).index_fill_(0, keep[i], 1.0) for i, w in enumerate(widths)}
+        apply_masks(model, masks)
+        torch.testing.assert_close(a(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_morphnet_prunes_to_half_then_scales_and_reuses_its_output(tmp_path, data, monkeypatch):
+    ratios = [0.5, 1.0]
+    res = morphnet_baseline(
+        "vgg11", "cifar10", data, ratios=ratios, profile=TINY, out_dir=tmp_path, progress=False
+    )
+    start = uniform_widths("vgg11", TINY.start_ratio)
+    assert sum(res.base_widths) == sum(start) - int(0.5 * sum(start)) == 86
+    for r in ratios:
+        target = budget_for_ratio("vgg11", r * TINY.start_ratio)
+        s = res.configs[r]
+        assert s.params == param_count("vgg11", s.widths) and abs(s.params - target) / target < 0.03
+    saved = io.read_json(tmp_path / "morphnet.json")
+    assert saved["base_widths"] == res.base_widths
+
+    def boom(*args, **kwargs):
+        raise AssertionError("must not prune again")
+
+    monkeypatch.setattr(baselines, "prune", boom)
+    again = morphnet_baseline("vgg11", "cifar10", data, ratios=ratios, profile=TINY, out_dir=tmp_path)
+    assert again.base_widths == res.base_widths
+
+
+def test_li_baseline_prunes_trained_network_to_budget(tmp_path, data):
+    res = li_baseline("vgg11", "cifar10", data, profile=TINY, out_dir=tmp_path, device="cpu", progress=False)
+    target = budget_for_ratio("vgg11", TINY.li_ratio * TINY.start_ratio)
+    assert res.target == target
+    assert abs(res.params - target) / target < 0.02
+    assert sum(p.numel() for p in res.model.parameters()) == res.params == param_count("vgg11", res.widths)
+    assert len(res.train_history) == 1 and len(res.finetune_history) == 1
+    assert (tmp_path / "model.pt").exists()
+    assert io.read_json(tmp_path / "li.json")["widths"] == res.widths
+    blob = torch.load(tmp_path / "model.pt")
+    m = create_model("vgg11", blob["widths"])
+    m.load_state_dict(blob["state_dict"])
+
+
+def test_li_baseline_profile_fields_are_the_papers():
+    from nslab.descent import get_profile
+
+    p = get_profile("paper")
+    assert (p.li_ratio, p.li_finetune_epochs, p.li_finetune_lr, p.morphnet_stop_fraction) == (
+        0.75,
+        40,
+        0.001,
+        0.5,
+    )
+    assert dataclasses.replace(p, li_ratio=0.5).li_ratio == 0.5

@@ -1,0 +1,162 @@
+"""The notebooks: the committed ones are clean and follow the contract; all of them run under ``smoke``.
+
+One papermill run of every notebook (shared by the tests below) writes into temporary folders; the tests
+then check that each expected figure and table exists and that the tables hold the expected methods and
+ratios. This is the slow part of the suite (a few minutes on 2 cores).
+"""
+
+import ast
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from nslab import reproduce
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NAMES = ["01_iterative_pruning", "02_power_law", "03_budget_explorer", "04_architecture_descent",
+         "05_benchmark", "06_pretraining_epochs", "07_convcut"]
+DATA = Path(__file__).parent / "data"
+FIG, TAB = ("html", "png"), ("csv", "md")
+EXPECTED = {  # file stem -> extensions, per notebook
+    "01": {"nb01_pruning_trajectory": FIG, "nb01_pruning_steps": TAB},
+    "02": {"fig02_power_law": FIG, "fig02_power_law_fits": TAB},
+    "03": {"nb03_budget_configurations": FIG + TAB},
+    "04": {"fig03_descent_configurations": FIG + TAB, "nb04_convergence": FIG},
+    "05": {"fig04_accuracy_vs_params_vgg11_cifar10": FIG, "fig05_accuracy_vs_latency_vgg11_cifar10": FIG,
+           "fig04_accuracy_vs_params_resnet18_cifar10": FIG, "table1_benchmark": TAB,
+           "table2_benchmark_more": TAB},
+    "06": {"fig06_pretraining_configs_vgg11": FIG, "fig07_pretraining_accuracy_vgg11": FIG,
+           "table3_pretraining_vgg11": TAB, "fig08_pretraining_configs_mobilenetv2": FIG,
+           "fig09_pretraining_accuracy_mobilenetv2": FIG, "table4_pretraining_mobilenetv2": TAB},
+    "07": {"fig10_convcut_mobilenetv2": FIG, "table5_convcut_mobilenetv2": TAB, "fig11_convcut_resnet18": FIG,
+           "table6_convcut_resnet18": TAB},
+}
+
+
+def test_the_seven_notebooks_exist():
+    assert [p.stem for p in NOTEBOOKS] == NAMES
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_follows_the_contract(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    first, params, *rest = nb.cells
+    assert first.cell_type == "markdown" and first.source.startswith("# ")
+    assert "Writes" in first.source or "writes" in first.source
+    assert params.cell_type == "code" and "parameters" in params.metadata.get("tags", [])
+    tree = ast.parse(params.source)
+    names = set()
+    for stmt in tree.body:  # literals only
+        assert isinstance(stmt, ast.Assign), ast.dump(stmt)
+        ast.literal_eval(stmt.value)
+        names |= {t.id for t in stmt.targets}
+    assert {"PROFILE", "DATA_ROOT", "RESULTS_DIR", "FIGURES_DIR", "INTERACTIVE"} <= names
+    ns = {}
+    exec(params.source, ns)
+    assert ns["PROFILE"] == "smoke" and ns["INTERACTIVE"] is False
+    for cell in [params, *rest]:
+        if cell.cell_type != "code":
+            continue
+        assert cell.outputs == [] and cell.execution_count is None
+        tree = ast.parse(cell.source)
+        for node in ast.walk(tree):
+            assert not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):  # no path literals
+                assert "/" not in node.value and not node.value.endswith((".csv", ".json", ".ipynb", ".png"))
+        assert "sys.path" not in cell.source
+        for imp in (n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))):
+            mods = [a.name for a in imp.names] if isinstance(imp, ast.Import) else [imp.module]
+            assert all(m == "nslab" or m.startswith("nslab.") for m in mods), mods
+        guarded = set()  # widgets only under the INTERACTIVE switch (an if statement or expression)
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.If, ast.IfExp)) and "INTERACTIVE" in ast.unparse(node.test):
+                guarded |= {id(n) for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                name = ast.unparse(node.func)
+                if name == "display" or name.endswith("widget"):
+                    assert id(node) in guarded, f"{path.name}: {name}() outside 'if INTERACTIVE'"
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    done = reproduce.run_notebooks("smoke", build_dir=out / "build", figures_dir=out / "figures",
+                                   results_dir=out / "results", parameters={"AUTHORS_DIR": str(DATA)},
+                                   progress=False)
+    return out, done
+
+
+def test_every_notebook_runs_under_smoke(smoke):
+    out, done = smoke
+    assert [d["notebook"] for d in done] == [n + ".ipynb" for n in NAMES]
+    for d in done:
+        nb = nbformat.read(d["executed"], as_version=4)
+        assert not any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
+
+
+@pytest.mark.parametrize("number", sorted(EXPECTED))
+def test_expected_figures_and_tables_exist(smoke, number):
+    figs = smoke[0] / "figures"
+    for stem, exts in EXPECTED[number].items():
+        for ext in exts:
+            f = figs / f"{stem}.{ext}"
+            assert f.is_file() and f.stat().st_size > 0, f"notebook {number} did not write {f.name}"
+    for png in figs.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def rows(smoke, stem):
+    with open(smoke[0] / "figures" / f"{stem}.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_table1_holds_every_method_and_ratio(smoke):
+    t = rows(smoke, "table1_benchmark")
+    got = {(r["method"], float(r["ratio"])) for r in t}
+    want = {(m, r) for m in ("uniform", "morphnet", "neuralscale_it1", "neuralscale_last") for r in (0.25, 0.75)}
+    assert want | {("li", 0.75)} == got
+    two_seeds = [r for r in t if float(r["ratio"]) == 0.25]
+    assert all(r["n_seeds"] == "2" for r in two_seeds)
+    paper = {r["method"]: r["paper_accuracy"] for r in t if float(r["ratio"]) == 0.25}
+    assert paper["uniform"] == "88.18 ± 0.16" and paper["neuralscale_last"] == "91.22 ± 0.15"
+    md = (smoke[0] / "figures" / "table1_benchmark.md").read_text()
+    assert "| setting | label | ratio |" in md and "Uniform Scale" in md
+
+
+def test_table2_3_4_5_6_hold_their_methods(smoke):
+    assert {r["method"] for r in rows(smoke, "table2_benchmark_more")} == {
+        "uniform", "neuralscale_it1", "neuralscale_last"}
+    t3 = rows(smoke, "table3_pretraining_vgg11")
+    assert {(r["method"], r["pretrain_epochs"]) for r in t3} == {
+        ("uniform", ""), ("neuralscale_last", "0"), ("neuralscale_last", "1")}
+    assert {r["method"] for r in rows(smoke, "table4_pretraining_mobilenetv2")} == {"uniform", "neuralscale_last"}
+    for stem in ("table5_convcut_mobilenetv2", "table6_convcut_resnet18"):
+        assert {r["method"] for r in rows(smoke, stem)} == {
+            "uniform", "morphnet", "uniform_convcut", "neuralscale_it1", "neuralscale_last"}
+    fits = rows(smoke, "fig02_power_law_fits")
+    assert {r["run"].split(":")[0] for r in fits} == {"this project", "authors"}  # AUTHORS_DIR was used
+
+
+def test_rerun_reuses_cached_results(smoke):
+    out, _ = smoke
+    runs = sorted((out / "results" / "runs").glob("*.json"))
+    before = {p: p.stat().st_mtime_ns for p in runs}
+    reproduce.run_notebooks("smoke", only=["05"], build_dir=out / "build", figures_dir=out / "figures",
+                            results_dir=out / "results", progress=False)
+    assert {p: p.stat().st_mtime_ns for p in runs} == before  # nothing recomputed
+
+
+def test_a_notebook_runs_alone_with_papermill(tmp_path):
+    nb = ROOT / "notebooks" / "03_budget_explorer.ipynb"
+    r = subprocess.run([sys.executable, "-m", "papermill", str(nb), str(tmp_path / "out.ipynb"), "-p", "PROFILE",
+                        "smoke", "-p", "FIGURES_DIR", str(tmp_path / "f"), "-p", "RESULTS_DIR", str(tmp_path / "r"),
+                        "--no-progress-bar"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "f" / "nb03_budget_configurations.csv").is_file()

@@ -1,0 +1,149 @@
+"""Figure builders (readable: titles, axis titles, legends), the save helper, and the budget slider's callback."""
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from nslab import explorer, figures, plots, powerlaw, results
+from nslab.models import param_count, uniform_widths
+
+
+def assert_readable(fig):
+    assert isinstance(fig, go.Figure)
+    assert fig.layout.title.text
+    xt = [fig.layout[k].title.text for k in fig.layout if k.startswith("xaxis")]
+    yt = [fig.layout[k].title.text for k in fig.layout if k.startswith("yaxis")]
+    assert xt and all(xt) and yt and all(yt)
+    assert any("(" in t for t in xt + yt)  # units in parentheses
+    assert any(t.name for t in fig.data)
+
+
+def test_power_law_figure_has_fits_and_r2(ref_dir):
+    w = powerlaw.io.read_trajectory(ref_dir / "vgg_10_eff_c10_0.csv")
+    params = np.array([param_count("vgg11", r.tolist()) for r in w])
+    law = powerlaw.fit_power_law(w, "vgg11")
+    fig = plots.power_law_figure([plots.PowerLawPanel("authors", w, params, law)] * 2)
+    assert_readable(fig)
+    names = [t.name for t in fig.data if t.mode == "lines"]
+    assert len(names) == 16 and all("R²=" in n for n in names)
+    assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
+    assert fig.layout.legend2  # one legend per panel
+    with pytest.raises(ValueError):
+        plots.power_law_figure([])
+
+
+def test_trajectory_and_configuration_figures():
+    w = np.array([[10, 20], [9, 18], [8, 15]])
+    fig = plots.trajectory_figure(w, [300, 250, 200])
+    assert_readable(fig)
+    assert len(fig.data) == 2 and list(fig.data[1].y) == [20, 18, 15]
+    plots.update_trajectory(fig, w[:2], [300, 250])
+    assert list(fig.data[0].y) == [10, 9]
+    fig = plots.configurations_figure({"r = 0.25": {"iteration 1": [1, 2], "iteration 2": [2, 3]},
+                                       "r = 2": {"iteration 1": [5, 6], "iteration 2": [6, 7]}},
+                                      title="t", gradient=True)
+    assert_readable(fig)
+    assert len(fig.data) == 4 and sum(t.showlegend for t in fig.data) == 2
+    assert_readable(plots.convergence_figure({"r = 0.25": [5.0, 1.0]}))
+
+
+def test_accuracy_figure_with_error_bars_and_paper_overlay():
+    summary = [{"method": "uniform", "ratio": r, "params": p, "latency_ms": 1.0 + r, "acc_mean": 80 + r,
+                "acc_std": 0.3, "n": 2} for r, p in ((0.25, 5.8e5), (0.75, 5.2e6))]
+    paper = results.paper_results(table=1, arch="vgg11", dataset="cifar10", method="uniform")
+    for x in ("params", "latency"):
+        fig = plots.accuracy_figure(summary, x, title="Figure 4", paper=paper, labels=results.METHOD_LABELS)
+        assert_readable(fig)
+        ours, theirs = fig.data
+        assert list(ours.error_y.array) == [0.3, 0.3] and ours.name == "Uniform Scale (Baseline)"
+        assert theirs.name.startswith("paper:") and theirs.marker.symbol.endswith("-open")
+        assert ours.line.color == theirs.marker.color
+    assert plots.accuracy_figure(summary, "params").layout.xaxis.type == "log"
+    with pytest.raises(ValueError):
+        plots.accuracy_figure(summary, "flops")
+
+
+def test_check_name():
+    for ok in ("fig02_power_law", "fig11_convcut_resnet18", "table1_benchmark", "nb03_budget_configurations"):
+        assert figures.check_name(ok) == ok
+    for bad in ("fig1_x", "fig12_x", "table7_x", "fig02", "fig02_Power", "figure2_x", "fig02_a-b"):
+        with pytest.raises(ValueError, match="bad output name"):
+            figures.check_name(bad)
+
+
+def test_save_figure_and_table(tmp_path):
+    fig = plots.convergence_figure({"r = 0.25": [3.0, 1.0]})
+    out = figures.save_figure(fig, "nb04_convergence", tmp_path)
+    assert out["png"].read_bytes()[:4] == b"\x89PNG"
+    html = out["html"].read_text()
+    assert "plotly.min.js" in html and (tmp_path / "plotly.min.js").stat().st_size > 100_000
+    rows = [{"method": "uniform", "ratio": 0.25, "accuracy": "88.18 ± 0.16", "widths": [1, 2]},
+            {"method": "morphnet", "ratio": 0.25, "accuracy": "90.60 ± 0.11", "extra": 1.5}]
+    t = figures.save_table(rows, "table1_benchmark", tmp_path, columns=("method", "ratio", "accuracy"), title="T1")
+    csv_lines = t["csv"].read_text().splitlines()
+    assert csv_lines[0] == "method,ratio,accuracy,widths,extra" and csv_lines[1] == "uniform,0.25,88.18 ± 0.16,1 2,"
+    md = t["md"].read_text()
+    assert md.startswith("### T1") and "| method | ratio | accuracy |" in md and "| morphnet | 0.25 |" in md
+    with pytest.raises(ValueError, match="no rows"):
+        figures.save_table([], "table1_benchmark", tmp_path)
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_missing_browser_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(figures, "find_browser", lambda: None)
+    with pytest.raises(figures.FigureExportError, match="apt-get install -y chromium"):
+        figures.save_figure(plots.convergence_figure({"a": [1.0]}), "nb04_convergence", tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+# --- the budget slider ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fit():
+    return explorer.published("vgg11-cifar10", 15)
+
+
+def test_slider_callback_output_for_a_budget(fit):
+    fig = explorer.figure(fit, "cifar10", 9_231_114)
+    configs = explorer.on_budget(fig, fit, "cifar10", 1_000_000)
+    assert list(configs) == ["uniform", "morphnet", "neuralscale"]
+    ns = configs["neuralscale"]
+    assert ns.widths == [105, 165, 179, 167, 114, 78, 41, 62] and ns.params == 1_000_005
+    for s in configs.values():
+        assert abs(s.rel_error) < 1e-3 and s.params == param_count("vgg11", s.widths, "cifar10")
+    assert configs["uniform"].widths == [20, 42, 84, 84, 168, 169, 168, 168]  # proportional to the default
+    assert list(fig.data[2].y) == ns.widths and "1,000,005 params" in fig.data[2].name
+    assert "1.000M" in fig.layout.title.text
+
+
+def test_slider_range_and_ratio_table(fit):
+    lo, default, hi = explorer.budget_range("vgg11", "cifar10")
+    assert lo < default / 50 and hi == 2 * default == 18_462_228
+    for b in (lo, hi):
+        assert all(abs(s.rel_error) < 0.01 for s in explorer.configurations(fit, "cifar10", b).values())
+    rows, panels = explorer.ratio_table(fit, "cifar10", [0.25, 2.0])
+    u = [r for r in rows if r["method"] == "uniform"]
+    assert [r["widths"] for r in u] == [uniform_widths("vgg11", 0.25), uniform_widths("vgg11", 2.0)]
+    assert len(panels) == 2 and all(set(p) == {"uniform", "morphnet", "neuralscale"} for p in panels.values())
+
+
+def test_morphnet_base_keeps_half_the_channels(fit):
+    assert sum(fit.morphnet_base) == pytest.approx(0.5 * 2752, rel=0.01)
+    with pytest.raises(ValueError):
+        explorer.morphnet_base(fit.law, "vgg11", keep=0)
+
+
+def test_available_fits_finds_project_fits(tmp_path, fit):
+    powerlaw.save_fit(tmp_path / "run" / "iter_01" / "fit.json", fit.law, arch="vgg11", dataset="cifar10",
+                      iteration=1)
+    fits = explorer.available_fits([tmp_path])
+    assert "authors: vgg11-cifar100, iteration 1" in fits
+    mine = [f for n, f in fits.items() if n.startswith("this project")]
+    assert len(mine) == 1 and mine[0].law.beta == fit.law.beta
+
+
+def test_explorer_widget_builds(fit):
+    box = explorer.explorer_widget({fit.name: fit})
+    slider = box.children[2]
+    slider.value = 2e6
+    assert "neuralscale" in box.children[3].value

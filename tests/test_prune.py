@@ -1,0 +1,300 @@
+"""Algorithm 1: Taylor-FO importance, physical shrinking and the iterative pruner (tiny, synthetic)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nslab.data import synthetic_data
+from nslab.models import create_model, default_widths, param_count
+from nslab.prune import (
+    BNScale,
+    L1Norm,
+    PruneSettings,
+    TaylorFO,
+    apply_masks,
+    channel_map,
+    gate_gradients,
+    prune,
+    shrink_model,
+    shrinkable_layers,
+)
+
+TINY = {
+    "vgg11": [6, 8, 8, 10, 10, 12, 12, 12],
+    "resnet18": [6] * 5 + [8] * 4 + [8] * 4 + [10] * 4,
+    "mobilenetv2": [6, 4, 6, 6, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 10, 24],
+}
+FAST = PruneSettings(channels_per_step=4, batches_per_step=1, batch_size=16, pretrain_epochs=0, lr=0.05)
+
+
+def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    ra = torch.argsort(torch.argsort(a)).double()
+    rb = torch.argsort(torch.argsort(b)).double()
+    return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
+
+
+def _randomise_bn(model: torch.nn.Module, gen: torch.Generator) -> None:
+    # Non-trivial running statistics, so eval-mode outputs depend on every BN parameter and buffer.
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny networks: with other work on the 2 cores, a second OpenMP thread only spins (10x slower here).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic_data(train_per_class=16, test_per_class=2)
+
+
+# --- Taylor-FO ------------------------------------------------------------------------------------------
+
+
+def _tiny_double_vgg(data, n=32):
+    torch.manual_seed(0)
+    model = create_model("vgg11", TINY["vgg11"]).double()
+    _randomise_bn(model, torch.Generator().manual_seed(1))
+    model.eval()
+    x = (data.train_x[:n].double() - 128) / 64
+    return model, x, data.train_y[:n]
+
+
+def _loss_with_gate(model, x, y, i, gate):
+    h = apply_masks(model, {i: gate})
+    try:
+        with torch.no_grad():
+            return float(F.cross_entropy(model(x), y))
+    finally:
+        h.remove()
+
+
+def test_gate_gradient_equals_finite_difference_of_the_gate(data):
+    model, x, y = _tiny_double_vgg(data)
+    grads = gate_gradients(model, x, y)
+    eps = 1e-6  # small: ReLU and max-pool kinks make larger steps second-order inexact
+    for i in (0, 3, 7):
+        fd = []
+        for c in range(len(grads[i])):
+            up, down = (
+                torch.ones(len(grads[i]), dtype=torch.float64),
+                torch.ones(len(grads[i]), dtype=torch.float64),
+            )
+            up[c], down[c] = 1 + eps, 1 - eps
+            fd.append(
+                (_loss_with_gate(model, x, y, i, up) - _loss_with_gate(model, x, y, i, down)) / (2 * eps)
+            )
+        torch.testing.assert_close(grads[i], torch.tensor(fd, dtype=torch.float64), rtol=1e-5, atol=1e-8)
+
+
+def test_taylor_estimate_ranks_the_loss_change_from_removing_channels(data):
+    model, x, y = _tiny_double_vgg(data)
+    grads = gate_gradients(model, x, y)  # signed dL/dg per gate channel
+    with torch.no_grad():
+        base = float(F.cross_entropy(model(x), y))
+    first_order, exact = [], []
+    for i, g in enumerate(grads):
+        for c in range(len(g)):
+            gate = torch.ones(len(g), dtype=torch.float64)
+            gate[c] = 0
+            exact.append(_loss_with_gate(model, x, y, i, gate) - base)  # L(g_c = 0) - L(g_c = 1)
+            first_order.append(-float(g[c]))  # Taylor: L(0) ~ L(1) - dL/dg
+    fo, ex = torch.tensor(first_order), torch.tensor(exact)
+    # Removing one of 6-12 channels is no small step, so the first-order estimate ranks, not equals.
+    assert _spearman(fo, ex) > 0.7
+    # The importance (g * dL/dg)^2 orders channels by the size of the actual loss change.
+    assert _spearman(fo**2, ex.abs()) > 0.7
+    # The sign agrees wherever removing the channel matters (the largest quarter of |change|).
+    big = ex.abs() >= ex.abs().quantile(0.75)
+    assert (torch.sign(fo[big]) == torch.sign(ex[big])).float().mean() >= 0.85
+
+
+def test_taylor_scores_average_squared_minibatch_gradients(data):
+    torch.manual_seed(0)
+    model = create_model("vgg11", TINY["vgg11"])
+    x = (data.train_x[:32].float() - 128) / 64
+    y = data.train_y[:32]
+    g1 = gate_gradients(model, x[:16], y[:16])
+    g2 = gate_gradients(model, x[16:], y[16:])
+    crit = TaylorFO().attach(model)
+    for sl in (slice(0, 16), slice(16, 32)):
+        model.zero_grad()
+        F.cross_entropy(model(x[sl]), y[sl]).backward()
+    scores = crit(model)
+    for s, a, b in zip(scores, g1, g2):
+        torch.testing.assert_close(s, (a**2 + b**2) / 2, rtol=1e-4, atol=1e-12)
+    crit.reset()
+    with pytest.raises(ValueError, match="no scores"):
+        crit(model)
+    crit.detach()
+
+
+def test_weight_criteria_score_each_channel():
+    torch.manual_seed(0)
+    model = create_model("vgg11", TINY["vgg11"])
+    l1 = L1Norm("vgg11")(model)
+    bn = BNScale("vgg11")(model)
+    conv = model.features[0]
+    torch.testing.assert_close(l1[0], conv.weight.detach().abs().sum(dim=(1, 2, 3)).double())
+    assert [len(s) for s in l1] == TINY["vgg11"] == [len(s) for s in bn]
+    torch.testing.assert_close(bn[0], model.features[1].weight.detach().abs().double())
+
+
+# --- shrinking ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["vgg11", "resnet18", "mobilenetv2"])
+def test_shrinking_preserves_outputs_params_and_momentum(arch):
+    gen = torch.Generator().manual_seed(3)
+    torch.manual_seed(3)
+    widths = TINY[arch]
+    model = create_model(arch, widths)
+    _randomise_bn(model, gen)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(4, 3, 32, 32, generator=gen)
+    F.cross_entropy(model(x), torch.arange(4)).backward()
+    opt.step()  # momentum buffers exist now
+    keep, masks = {}, {}
+    for i in shrinkable_layers(arch):
+        idx = torch.sort(torch.randperm(widths[i], generator=gen)[: max(1, widths[i] // 2)]).values
+        keep[i] = idx
+        masks[i] = torch.zeros(widths[i]).index_fill_(0, idx, 1.0)
+    model.eval()
+    h = apply_masks(model, masks)
+    with torch.no_grad():
+        before = model(x)
+    h.remove()
+    with torch.no_grad():
+        unmasked = model(x)
+    new, new_widths, new_opt = shrink_model(model, arch, widths, keep, optimizer=opt)
+    with torch.no_grad():
+        after = new(x)
+    assert not torch.allclose(unmasked, before)  # the mask does something...
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)  # ...and shrinking computes the same
+    assert new_widths == [len(keep[i]) if i in keep else w for i, w in enumerate(widths)]
+    assert sum(p.numel() for p in new.parameters()) == param_count(arch, new_widths)
+    # Momentum carried: every output-channel-indexed buffer keeps exactly the rows of the kept channels.
+    old_params, new_params = dict(model.named_parameters()), dict(new.named_parameters())
+    checked = 0
+    for i, idx in keep.items():
+        for key, dim in channel_map(arch)[i]:
+            if dim == 0 and key in new_params and new_params[key].shape[1:] == old_params[key].shape[1:]:
+                old_buf = opt.state[old_params[key]]["momentum_buffer"]
+                new_buf = new_opt.state[new_params[key]]["momentum_buffer"]
+                torch.testing.assert_close(new_buf, old_buf.index_select(0, idx))
+                checked += 1
+    assert checked > 0
+    assert len(new_opt.state) == len(opt.state)
+
+
+def test_shrink_rejects_entries_that_must_be_masked():
+    model = create_model("resnet18", TINY["resnet18"])
+    with pytest.raises(ValueError, match="cannot be removed exactly"):
+        shrink_model(model, "resnet18", TINY["resnet18"], {0: torch.arange(3)})
+
+
+# --- the pruner -----------------------------------------------------------------------------------------
+
+
+def test_pruner_records_exact_strictly_decreasing_rows(data):
+    widths = TINY["vgg11"]
+    s = dataclasses.replace(FAST, stop_fraction=0.2)  # 16 of 78 channels left: every layer can still lose one
+    res = prune("vgg11", data, s, widths=widths, seed=1, progress=False)
+    w, p = res.widths, res.params
+    assert len(w) >= 6
+    assert (np.diff(p) < 0).all()
+    assert p.tolist() == [param_count("vgg11", row) for row in w.tolist()]
+    assert (w < np.asarray(widths)).all()  # recording starts once every layer lost a channel
+    assert (w >= 1).all()
+    assert sum(res.final_widths) == s.target_channels(sum(widths)) == 16
+    # With shrinking, the returned VGG11 is physically the final width vector.
+    assert sum(q.numel() for q in res.model.parameters()) == param_count("vgg11", res.final_widths)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenetv2"])
+def test_pruner_rows_exact_for_residual_archs(arch, data):
+    s = dataclasses.replace(FAST, channels_per_step=8, stop_fraction=0.2)
+    res = prune(arch, data, s, widths=TINY[arch], seed=0, progress=False)
+    assert len(res.widths) >= 2
+    assert res.params.tolist() == [param_count(arch, row) for row in res.widths.tolist()]
+    assert (np.diff(res.widths.sum(axis=1)) < 0).all()
+    assert sum(res.final_widths) == s.target_channels(sum(TINY[arch]))
+
+
+def test_shrinking_and_masking_prune_the_same_way(data):
+    s = dataclasses.replace(FAST, stop_fraction=0.5)
+    a = prune("vgg11", data, s, widths=TINY["vgg11"], seed=2, progress=False)
+    b = prune(
+        "vgg11", data, dataclasses.replace(s, shrink=False), widths=TINY["vgg11"], seed=2, progress=False
+    )
+    assert not b.masks == {}  # the masked run really masked
+    np.testing.assert_allclose(a.losses[:4], b.losses[:4], rtol=1e-3)
+    np.testing.assert_array_equal(a.widths[:2], b.widths[:2])
+
+
+def _layer0_lowest(model):
+    # A plug-in criterion: layer 0 always ranks lowest, everything else ties at 1 (VGG11: one BN per gate).
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    return [
+        torch.zeros(bn.num_features) if i == 0 else torch.ones(bn.num_features) for i, bn in enumerate(bns)
+    ]
+
+
+def test_layer_never_empties_unless_the_released_rule_is_asked_for(data):
+    widths = [3, 8, 8, 8, 8, 8, 8, 8]
+    s = dataclasses.replace(FAST, channels_per_step=2, stop_fraction=0.5)
+    res = prune("vgg11", data, s, widths=widths, criterion=_layer0_lowest, progress=False)
+    assert res.final_widths[0] == 1 and min(res.final_widths) >= 1
+    assert res.stop_reason == "fraction"
+    res2 = prune(
+        "vgg11",
+        data,
+        dataclasses.replace(s, stop_when_layer_empties=True),
+        widths=widths,
+        criterion=_layer0_lowest,
+        progress=False,
+    )
+    assert res2.stop_reason == "layer_empties"
+    assert res2.final_widths[0] == 1 and sum(res2.final_widths) > s.target_channels(sum(widths))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"channels_per_step": 0}, "channels_per_step must be an integer >= 1, got 0"),
+        ({"channels_per_step": -3}, "channels_per_step"),
+        ({"batches_per_step": 0}, "batches_per_step"),
+        ({"stop_fraction": 0.0}, r"strictly between 0 and 1, got 0.0"),
+        ({"stop_fraction": 1.0}, r"strictly between 0 and 1, got 1.0"),
+        ({"stop_fraction": 1.5}, r"strictly between 0 and 1"),
+        ({"pretrain_epochs": -1}, "pretrain_epochs"),
+        ({"lr": 0}, "lr must be a positive number"),
+    ],
+)
+def test_bad_settings_give_clear_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PruneSettings(**kwargs)
+
+
+def test_released_stop_rule_counts():
+    # 138 of VGG11's 2752 channels remain at the 5% stop; 1376 at MorphNet's 50%.
+    n = sum(default_widths("vgg11"))
+    assert PruneSettings().target_channels(n) == 138
+    assert PruneSettings(stop_fraction=0.5).target_channels(n) == 1376
+
+
+def test_class_count_mismatch_is_an_error(data):
+    with pytest.raises(ValueError, match="100 classes"):
+        prune("vgg11", data, FAST, widths=TINY["vgg11"], dataset="cifar100", progress=False)

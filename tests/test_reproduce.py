@@ -1,0 +1,81 @@
+"""Profiles, paths and the papermill runner (failures name the notebook and the cell)."""
+
+import argparse
+
+import nbformat
+import pytest
+
+from nslab import cli_reproduce, reproduce
+
+
+def write_nb(path, *sources):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell('PROFILE = "smoke"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# t"), params] + [nbformat.v4.new_code_cell(s) for s in sources]
+    nbformat.write(nb, path)
+
+
+def test_profiles():
+    assert set(reproduce.PROFILES) == {"smoke", "cpu", "paper"}
+    with pytest.raises(ValueError, match="accepted: smoke, cpu, paper"):
+        reproduce.profile("fast")
+    cpu = reproduce.profile("cpu")
+    assert cpu.benchmark[0].arch == "vgg11" and cpu.benchmark[0].dataset == "cifar10"
+    assert len(cpu.benchmark[0].seeds_at(0.25)) >= 2  # the issue: at least two seeds at ratio 0.25
+    assert {s.arch for s in cpu.pretrain} == {"vgg11", "mobilenetv2"}
+    assert [s.arch for s in cpu.convcut] == ["mobilenetv2", "resnet18"]
+    paper = reproduce.profile("paper")
+    assert {(s.arch, s.dataset) for s in paper.benchmark if s.table == 1} == {
+        ("vgg11", "cifar10"), ("mobilenetv2", "cifar100"), ("resnet18", "tinyimagenet")}
+    assert paper.benchmark[0].seeds == (0, 1, 2, 3, 4)
+
+
+def test_paths_defaults(tmp_path, monkeypatch):
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "pyproject.toml").write_text("")
+    monkeypatch.chdir(tmp_path / "notebooks")  # JupyterLab runs notebooks from notebooks/
+    p = reproduce.paths("cpu")
+    assert p.figures == tmp_path / "figures" and p.results == tmp_path / "results" / "cpu"
+    assert reproduce.paths("smoke").figures == tmp_path / "build" / "smoke" / "figures"
+    assert reproduce.paths("cpu", "x", "y", "z").data_root.name == "z"
+
+
+def test_list_notebooks_order_and_only(tmp_path):
+    for n in ("02_b", "01_a", "10_c"):
+        write_nb(tmp_path / f"{n}.ipynb", "x = 1")
+    (tmp_path / "scratch.ipynb").write_text("{}")
+    assert [p.stem for p in reproduce.list_notebooks(tmp_path)] == ["01_a", "02_b", "10_c"]
+    assert [p.stem for p in reproduce.list_notebooks(tmp_path, ["2", "10"])] == ["02_b", "10_c"]
+    with pytest.raises(ValueError, match="no notebook numbered 05"):
+        reproduce.list_notebooks(tmp_path, ["05"])
+
+
+def test_failure_names_the_notebook_and_the_cell(tmp_path):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    write_nb(nbs / "01_ok.ipynb", "x = PROFILE")
+    write_nb(nbs / "02_bad.ipynb", "y = 1", "raise ValueError('boom ' + PROFILE)")
+    write_nb(nbs / "03_never.ipynb", "z = 1")
+    with pytest.raises(reproduce.NotebookFailed) as e:
+        reproduce.run_notebooks("smoke", notebooks_dir=nbs, build_dir=tmp_path / "b", progress=False)
+    err = e.value
+    assert err.notebook == "02_bad.ipynb" and "ValueError: boom smoke" in str(err)
+    assert err.cell == 4  # md, parameters, injected-parameters, "y = 1", the raise
+    assert "02_bad.ipynb failed in cell 4" in str(err)
+    assert (tmp_path / "b" / "01_ok.smoke.ipynb").exists() and not (tmp_path / "b" / "03_never.smoke.ipynb").exists()
+
+
+def test_cli_handler(tmp_path):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    write_nb(nbs / "01_ok.ipynb", "assert PROFILE == 'cpu'")
+    parser = argparse.ArgumentParser()
+    cli_reproduce.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["reproduce", "--profile", "cpu", "--only", "01", "--notebooks-dir", str(nbs),
+                              "--build-dir", str(tmp_path / "b")])
+    out = args.func(args)
+    assert out["profile"] == "cpu" and [n["notebook"] for n in out["notebooks"]] == ["01_ok.ipynb"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["reproduce", "--profile", "gpu"])
