@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from .datasets import DATASETS, DatasetSpec
+from .io import atomic_write
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -340,16 +341,6 @@ def _cache_path(cache_dir: Path, kind: str, source: Path, options: str) -> Path:
     return cache_dir / "decoded" / f"{kind}-{source.resolve().name}-{key}.pt"
 
 
-def _atomic_torch_save(obj: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _load_or_decode(cache_file: Path | None, fingerprint: str, build: Callable[[], dict]) -> dict:
     """Return the decoded dict from ``cache_file`` when its fingerprint matches, else build and store it."""
     if cache_file is not None and cache_file.exists():
@@ -363,7 +354,7 @@ def _load_or_decode(cache_file: Path | None, fingerprint: str, build: Callable[[
     blob["fingerprint"] = fingerprint
     if cache_file is not None:
         try:
-            _atomic_torch_save(blob, cache_file)
+            atomic_write(cache_file, lambda p: torch.save(blob, p))
         except OSError:  # a read-only cache directory only costs the next load a re-decode
             pass
     return blob
