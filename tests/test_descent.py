@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import nslab.descent as descent
 from nslab import io
@@ -21,15 +20,6 @@ TINY = SearchProfile(
     synthetic=True,
     start_ratio=0.125,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny networks: with other work on the 2 cores, a second OpenMP thread only spins (10x slower here).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

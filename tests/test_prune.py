@@ -46,15 +46,6 @@ def _randomise_bn(model: torch.nn.Module, gen: torch.Generator) -> None:
             m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny networks: with other work on the 2 cores, a second OpenMP thread only spins (10x slower here).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def data():
     return synthetic_data(train_per_class=16, test_per_class=2)
