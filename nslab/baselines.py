@@ -25,6 +25,7 @@ from .descent import SearchProfile, get_profile, smoke_data
 from .models import create_model, default_widths, param_count, param_counter, uniform_widths
 from .powerlaw import Scaled, scale_widths
 from .prune import L1Norm, channel_map, prune
+from .train import Recipe
 
 __all__ = [
     "LiResult",
@@ -318,6 +319,7 @@ def li_baseline(
     device: str | None = None,
     convcut: bool = False,
     progress: bool = True,
+    train_recipe: Recipe | None = None,
 ) -> LiResult:
     """Li et al.: train the default network, keep the largest-L1 filters per layer to a budget, fine-tune.
 
@@ -331,6 +333,9 @@ def li_baseline(
             ``model.pt`` (widths + state dict) and ``li.json``.
         seed: initialisation and data-order seed.
         device: training device (default CUDA when available).
+        train_recipe: the full network's training (default: the profile's ``li_train_recipe`` cut to
+            ``li_train_epochs``); its ``subset`` applies to the fine-tuning too. A benchmark passes its
+            from-scratch recipe, so that Li et al. sees the same images and epochs as the other methods.
 
     Returns:
         A :class:`LiResult`.
@@ -345,8 +350,8 @@ def li_baseline(
     q, widths, params = keep_ratio_for_budget(arch, budget, dataset, convcut, start)
     out = Path(out_dir) if out_dir is not None else None
 
-    r_train = recipe(prof.li_train_recipe, dataset)
-    if prof.li_train_epochs is not None:
+    r_train = train_recipe or recipe(prof.li_train_recipe, dataset)
+    if train_recipe is None and prof.li_train_epochs is not None:
         r_train = scale_epochs(r_train, prof.li_train_epochs)
     seed_everything(seed)
     full = create_model(arch, start, dataset, convcut)
@@ -368,6 +373,8 @@ def li_baseline(
         weight_decay=r_train.weight_decay,
         milestones=(),
         augment=r_train.augment,
+        subset=r_train.subset,
+        subset_mode=r_train.subset_mode,
     )
     h_ft = train(small, data, r_ft, device, seed, out / "finetune" if out else None, progress)
     result = LiResult(widths, params, int(round(budget)), q, small, h_train, h_ft)

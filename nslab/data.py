@@ -18,6 +18,7 @@ of the authors' release) and normalisation as batched tensor ops there.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import math
@@ -144,13 +145,14 @@ class ImageData:
         """Number of test images."""
         return int(self.test_x.shape[0])
 
-    def subset(self, n: int, mode: str = "first", seed: int = 0) -> ImageData:
+    def subset(self, n: int, mode: str = "balanced", seed: int = 0) -> ImageData:
         """A copy whose training split keeps ``n`` images (the test split is untouched).
 
         Args:
             n: number of training images to keep (``1 <= n``; ``n >= N_train`` keeps everything).
-            mode: ``"first"`` keeps the first ``n`` in storage order; ``"balanced"`` draws, with ``seed``,
-                ``n // K`` images of every class (the remainder spread over the first classes).
+            mode: ``"balanced"`` draws, with ``seed``, ``n // K`` images of every class (the remainder
+                spread over the first classes); ``"first"`` keeps the first ``n`` in storage order, which
+                for a class-sorted folder dataset means the first classes only.
             seed: random seed of ``"balanced"``.
 
         Raises:
@@ -163,27 +165,42 @@ class ImageData:
         if mode == "first":
             idx = torch.arange(n)
         elif mode == "balanced":
-            k = self.spec.num_classes
-            g = torch.Generator().manual_seed(seed)
-            parts = []
-            for c in range(k):
-                members = torch.nonzero(self.train_y == c).flatten()
-                want = n // k + (1 if c < n % k else 0)
-                if want > len(members):
-                    raise ValueError(f"class {c} has {len(members)} training images, {want} requested")
-                parts.append(members[torch.randperm(len(members), generator=g)[:want]])
-            idx = torch.sort(torch.cat(parts)).values
+            idx = _balanced_index(self.train_y, n, self.spec.num_classes, torch.Generator().manual_seed(seed))
         else:
             raise ValueError(f"unknown subset mode {mode!r}; accepted: first, balanced")
-        return ImageData(
-            self.spec,
-            self.classes,
-            self.train_x[idx].clone(),
-            self.train_y[idx].clone(),
-            self.test_x,
-            self.test_y,
-            f"{self.source} (subset {mode} {n})",
-        )
+        return dataclasses.replace(self, train_x=self.train_x[idx].clone(), train_y=self.train_y[idx].clone(),
+                                   source=f"{self.source} (subset {mode} {n})")
+
+    def test_subset(self, n: int) -> ImageData:
+        """A copy whose test split keeps the first ``n // K`` images of every class (storage order).
+
+        Deterministic, so every run is evaluated on the same images, and class-balanced, so a class-sorted
+        test folder still tests every class (its first ``n`` images would be one or two classes).
+
+        Raises:
+            ValueError: for ``n < 1`` or a class with too few test images.
+        """
+        if n < 1:
+            raise ValueError(f"test subset size must be >= 1, got {n}")
+        if n >= self.num_test:
+            return self
+        idx = _balanced_index(self.test_y, n, self.spec.num_classes, None)
+        return dataclasses.replace(self, test_x=self.test_x[idx].clone(), test_y=self.test_y[idx].clone(),
+                                   source=f"{self.source} (test subset {n})")
+
+
+def _balanced_index(y: torch.Tensor, n: int, k: int, gen: torch.Generator | None) -> torch.Tensor:
+    """Sorted indices of ``n`` items of ``y``: ``n // k`` per class, the remainder over the first classes;
+    drawn with ``gen``, or the first ones in storage order when ``gen`` is ``None``."""
+    parts = []
+    for c in range(k):
+        members = torch.nonzero(y == c).flatten()
+        want = n // k + (1 if c < n % k else 0)
+        if want > len(members):
+            raise ValueError(f"class {c} has {len(members)} images, {want} requested")
+        pick = members[:want] if gen is None else members[torch.randperm(len(members), generator=gen)[:want]]
+        parts.append(pick)
+    return torch.sort(torch.cat(parts)).values
 
 
 # --------------------------------------------------------------------------------------------------------

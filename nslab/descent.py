@@ -17,6 +17,7 @@ raising ``iterations`` continues a finished run.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -250,6 +251,7 @@ def architecture_descent(
     convcut: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    on_row: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
 ) -> DescentResult:
     """Algorithm 4: prune, fit, generate the next start network at the same budget; repeat.
 
@@ -272,6 +274,8 @@ def architecture_descent(
         convcut: ResNet18/MobileNetV2 with conv shortcuts everywhere.
         progress: tqdm bars.
         log: called with one line per event (default: tqdm.write when ``progress``).
+        on_row: called as ``on_row(iteration, widths, params)`` after every row a running iteration
+            records (see :func:`nslab.prune.prune`); finished iterations are read back, not replayed.
 
     Returns:
         A :class:`DescentResult` with all finished iterations.
@@ -316,7 +320,8 @@ def architecture_descent(
             prev = summary["generated"]["widths"]
             continue
         summary = _run_iteration(
-            k, prev, arch, dataset, convcut, data, settings, seed, device, budget, it, progress
+            k, prev, arch, dataset, convcut, data, settings, seed, device, budget, it, progress,
+            None if on_row is None else functools.partial(on_row, k),
         )
         log(
             f"iteration {k}: {summary['fit']['rows']} rows, "
@@ -331,7 +336,7 @@ def architecture_descent(
 
 
 def _run_iteration(
-    k, start, arch, dataset, convcut, data, settings, seed, device, budget, it, progress
+    k, start, arch, dataset, convcut, data, settings, seed, device, budget, it, progress, on_row
 ) -> dict:
     t0 = time.perf_counter()
     res = prune(
@@ -344,6 +349,7 @@ def _run_iteration(
         device=device,
         seed=seed + k - 1,
         progress=progress,
+        on_row=on_row,
     )
     io.write_trajectory(it / "trajectory.csv", res.widths, res.params)
     try:

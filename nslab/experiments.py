@@ -15,7 +15,7 @@ the results directory when they exist and computes (with progress bars) only wha
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -158,7 +158,8 @@ class DescentRun:
 
 
 def descent(p: Profile, setting: Setting, paths: Paths, iterations: int | None = None,
-            pretrain_epochs: int | None = None, progress: bool = True) -> DescentRun:
+            pretrain_epochs: int | None = None, progress: bool = True,
+            on_row: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> DescentRun:
     """Run or resume architecture descent (:func:`nslab.descent.architecture_descent`) for ``setting``.
 
     The run directory is ``<results>/descent/<arch>_<dataset>_pe<P_e>``: the same search is shared by
@@ -171,6 +172,8 @@ def descent(p: Profile, setting: Setting, paths: Paths, iterations: int | None =
         paths: where results live (:func:`nslab.reproduce.paths`).
         iterations: default ``p.iterations`` (else the search profile's).
         pretrain_epochs: P_e (default: the search profile's).
+        on_row: ``on_row(iteration, widths (rows, L), params (rows,))`` after every row a running
+            iteration records (a live plot); not called for iterations read from disk.
 
     Returns:
         The :class:`DescentRun` of iterations 1..N.
@@ -184,7 +187,7 @@ def descent(p: Profile, setting: Setting, paths: Paths, iterations: int | None =
     run_dir = paths.results / "descent" / f"{setting.arch}_{setting.dataset}_{sp.name}_pe{pe}"
     with _threads(p):
         res = architecture_descent(setting.arch, setting.dataset, data, n, sp, run_dir, pretrain_epochs=pe,
-                                   device=_device(), progress=progress)
+                                   device=_device(), progress=progress, on_row=on_row)
     its = []
     for s in res.iterations:
         d = iteration_dir(run_dir, s["iteration"])
@@ -205,7 +208,8 @@ def _recipe(p: Profile, setting: Setting):
         r = scale_epochs(r, p.epochs)
     subset = setting.train_subset or p.train_subset
     if subset:
-        r = replace(r, subset=subset, subset_mode="first")
+        # class-balanced: folder datasets are stored class by class, so the first N would be one class
+        r = replace(r, subset=subset, subset_mode="balanced")
     return r
 
 
@@ -254,7 +258,8 @@ def run_specs(p: Profile, setting: Setting, run: DescentRun | None, methods: Seq
                 continue  # the paper prunes to the r = 0.75 budget only
             if m == "li":  # the budget's uniform network stands in the key; Li's widths are found when run
                 widths, convcut = uniform_at(p, setting, r), False
-                t = tags + (("li", {k: v for k, v in sp.to_dict().items() if k.startswith("li_")}),)
+                li = {k: v for k, v in sp.to_dict().items() if k.startswith("li_") and k != "li_train_epochs"}
+                t = tags + (("li", {**li, "li_train_recipe": "the benchmark's"}),)
             else:
                 widths, convcut = method_widths(p, setting, m, run, r)
                 t = tags + ((("iteration", len(run.iterations)),) if m == "neuralscale_last" and run else ())
@@ -278,8 +283,8 @@ def train_runs(p: Profile, setting: Setting, specs: Sequence[RunSpec], paths: Pa
     from .train import seed_everything, train
 
     data = load_data(p, setting, paths)
-    if setting.test_subset and setting.test_subset < data.num_test:
-        data = replace(data, test_x=data.test_x[: setting.test_subset], test_y=data.test_y[: setting.test_subset])
+    if setting.test_subset:
+        data = data.test_subset(setting.test_subset)
     store = ResultsStore(paths.results)
     device = _device()
     lat_batch, warmup, repeat = p.latency
@@ -289,10 +294,12 @@ def train_runs(p: Profile, setting: Setting, specs: Sequence[RunSpec], paths: Pa
         if s.method == "li":
             from .baselines import li_baseline
 
-            sp = search_profile(p, setting)
+            # the full network trains on the same images and epochs as the from-scratch runs (the
+            # recipe's subset), not on the search's small subset
+            sp = replace(search_profile(p, setting), train_subset=None)
             target = budget(p, setting, s.ratio)
             res = li_baseline(s.arch, s.dataset, None if sp.synthetic else data, sp, target, work, s.seed, device,
-                              progress=False)
+                              progress=False, train_recipe=_recipe(p, setting))
             model, hist, widths = res.model, res.finetune_history, res.widths
         else:
             seed_everything(s.seed)

@@ -511,6 +511,7 @@ def prune(
     seed: int = 0,
     criterion: Callable[[nn.Module], Scores] | None = None,
     progress: bool = True,
+    on_row: Callable[[np.ndarray, np.ndarray], None] | None = None,
 ) -> PruneResult:
     """Algorithm 1: train a fresh network while pruning it, recording the width trajectory.
 
@@ -531,6 +532,8 @@ def prune(
         criterion: importance callable ``model -> [(w_i,) scores]`` (higher = keep); objects with
             ``attach``/``reset`` (like :class:`TaylorFO`, the default) are attached to each rebuilt network.
         progress: show a tqdm bar.
+        on_row: called after every recorded row with the trajectory so far, ``(rows, L)`` widths and
+            ``(rows,)`` parameter counts (int64 arrays): a live plot redraws from it.
 
     Returns:
         A :class:`PruneResult`.
@@ -594,6 +597,7 @@ def prune(
     total = sum(start)
     target = s.target_channels(total)
     rows: list[list[int]] = []
+    row_params: list[int] = []
     losses: list[float] = []
     n_alive, steps, stop_reason = total, 0, "fraction"
     bar = tqdm(total=total - target, desc="prune", unit="ch", disable=not progress, leave=False)
@@ -645,6 +649,9 @@ def prune(
             logical = [int(a.sum()) for a in alive]
             if all(w < w0 for w, w0 in zip(logical, start)):
                 rows.append(logical)
+                row_params.append(param_count(arch, logical, dataset, convcut))
+                if on_row is not None:
+                    on_row(np.asarray(rows, dtype=np.int64), np.asarray(row_params, dtype=np.int64))
             if n_alive <= target:
                 done = True
                 break
@@ -656,7 +663,7 @@ def prune(
     mask_handle.remove()
     apply_masks(model, masks)  # the returned model keeps computing the pruned function
     w = np.asarray(rows, dtype=np.int64).reshape(-1, n_layers)
-    params = np.asarray([param_count(arch, r, dataset, convcut) for r in w.tolist()], dtype=np.int64)
+    params = np.asarray(row_params, dtype=np.int64)
     return PruneResult(
         w,
         params,

@@ -218,7 +218,8 @@ def summarize(records: Iterable[Mapping[str, Any]], by: Sequence[str] = ("method
 
     Returns:
         One row per group, in first-seen order: the ``by`` keys, ``params`` (mean, count),
-        ``latency_ms``, ``acc_mean``, ``acc_std`` (%), ``n`` (runs) and ``seeds``.
+        ``latency_ms``, ``acc_mean``, ``acc_std`` (%), ``n`` (runs), ``seeds``, ``widths`` and ``device``
+        (of the first run).
     """
     groups: dict[tuple, list[Mapping]] = {}
     for r in records:
@@ -237,6 +238,7 @@ def summarize(records: Iterable[Mapping[str, Any]], by: Sequence[str] = ("method
                 "n": len(rs),
                 "seeds": sorted(r.get("seed") for r in rs),
                 "widths": rs[0].get("widths"),
+                "device": rs[0].get("device"),
             }
         )
     return rows
@@ -290,8 +292,9 @@ def comparison_table(
 
     Returns:
         Rows with ``method`` (id), ``label``, ``ratio``, the extra keys, ``params_m``, ``paper_params_m``,
-        ``latency_ms``, ``paper_latency_ms``, ``accuracy`` and ``paper_accuracy`` (``"mean ± std"``, %),
-        ``acc_mean``, ``acc_std``, ``n_seeds``.
+        ``latency_ms`` (measured on ``device``, batch of the profile), ``paper_latency_ms`` (GTX 1080 Ti,
+        batch 100), ``device``, ``accuracy`` and ``paper_accuracy`` (``"mean ± std"``, %; one seed: the
+        value alone), ``acc_mean``, ``acc_std``, ``n_seeds``.
     """
     out = []
     for s in summary:
@@ -316,7 +319,9 @@ def comparison_table(
                 "paper_params_m": match and match["params_m"],
                 "latency_ms": None if math.isnan(s["latency_ms"]) else round(s["latency_ms"], 3),
                 "paper_latency_ms": match and match["latency_ms"],
-                "accuracy": _pm(s["acc_mean"], s["acc_std"]),
+                "device": s.get("device"),
+                # one seed has no spread: "x ± 0.00" would claim one
+                "accuracy": _pm(s["acc_mean"], s["acc_std"] if s["n"] > 1 else None),
                 "paper_accuracy": _pm(match["acc_mean"], match["acc_std"]) if match else "",
                 "acc_mean": s["acc_mean"],
                 "acc_std": s["acc_std"],
@@ -333,6 +338,7 @@ TABLE_COLUMNS = (
     "paper_params_m",
     "latency_ms",
     "paper_latency_ms",
+    "device",
     "accuracy",
     "paper_accuracy",
     "n_seeds",

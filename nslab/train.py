@@ -74,7 +74,8 @@ class Recipe:
         warmup_epochs: linear schedule warm-up length, epochs (fractions allowed).
         label_smoothing: cross-entropy label smoothing.
         subset: keep only this many training images (``None``: all).
-        subset_mode: ``"first"`` or ``"balanced"`` (seeded, class-balanced); see ``ImageData.subset``.
+        subset_mode: ``"balanced"`` (seeded, class-balanced) or ``"first"`` (storage order: the first
+            classes only, for a class-sorted folder dataset); see ``ImageData.subset``.
         augment: random crop/flip(/rotation) on training batches.
         crop_padding: zero padding of the random crop, pixels (the paper: 4; offsets are uniform in
             ``0..2 * crop_padding``).
@@ -95,7 +96,7 @@ class Recipe:
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
     subset: int | None = None
-    subset_mode: str = "first"
+    subset_mode: str = "balanced"
     augment: bool = True
     crop_padding: int = 4
     drop_last: bool = False
@@ -156,9 +157,10 @@ _CPU_CIFAR = Recipe(
     schedule="linear",
     warmup_epochs=1.0,
     crop_padding=2,
+    eval_batch_size=250,  # 2.5 s instead of 3.5 s per CIFAR-10 evaluation on 2 cores: smaller batches stay in cache
 )
 # TinyImageNet: the same schedule on a class-balanced 20k-image subset, with the paper's 4 px crop padding.
-_CPU_TINY = dataclasses.replace(_CPU_CIFAR, epochs=15, crop_padding=4, subset=20000, subset_mode="balanced")
+_CPU_TINY = dataclasses.replace(_CPU_CIFAR, epochs=15, crop_padding=4, subset=20000)
 # Seconds on synthetic data: for tests and notebook smoke runs.
 _SMOKE = Recipe(
     "smoke", epochs=5, batch_size=64, lr=0.1, momentum=0.9, schedule="linear", warmup_epochs=0.5, eval_batch_size=256

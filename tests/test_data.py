@@ -3,6 +3,7 @@ cache, clear errors for bad roots, and batched augmentation distributed like tor
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import zipfile
 from pathlib import Path
@@ -243,7 +244,7 @@ def test_data_root_resolution(monkeypatch, tmp_path: Path):
 
 def test_subsets():
     d = synthetic_data()
-    first = d.subset(50)
+    first = d.subset(50, "first")
     assert first.num_train == 50 and torch.equal(first.train_x, d.train_x[:50])
     bal = d.subset(55, "balanced", seed=3)
     assert bal.train_y.bincount().tolist() == [6] * 5 + [5] * 5
@@ -251,6 +252,23 @@ def test_subsets():
     assert bal.num_test == d.num_test
     with pytest.raises(ValueError, match="unknown subset mode"):
         d.subset(5, "random")
+
+
+def test_subsets_of_a_class_sorted_dataset_hold_every_class():
+    # folder datasets are stored class by class: subsets must not be "the first classes"
+    d = synthetic_data(train_per_class=8, test_per_class=6)
+    order = torch.argsort(d.test_y, stable=True)
+    d = dataclasses.replace(d, train_x=d.train_x[torch.argsort(d.train_y, stable=True)],
+                            train_y=d.train_y.sort(stable=True).values, test_x=d.test_x[order], test_y=d.test_y[order])
+    assert d.subset(20).train_y.bincount().tolist() == [2] * 10  # the default mode is balanced
+    t = d.test_subset(25)
+    assert t.test_y.bincount().tolist() == [3] * 5 + [2] * 5 and t.num_train == d.num_train
+    # deterministic: the first images of each class, in storage order
+    assert torch.equal(t.test_x[:3], d.test_x[:3]) and torch.equal(t.test_x[3:6], d.test_x[6:9])
+    assert d.test_subset(10_000) is d
+    short = dataclasses.replace(d, test_x=d.test_x[2:], test_y=d.test_y[2:])  # class 0 keeps 4 of 6
+    with pytest.raises(ValueError, match="class 0 has 4 images, 6 requested"):
+        short.test_subset(57)
 
 
 # --------------------------------------------------------------------------------------------------------

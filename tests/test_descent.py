@@ -45,10 +45,13 @@ REAL_PRUNE = descent.prune
 
 def test_descent_writes_every_artifact(tmp_path, data, capsys):
     run = tmp_path / "run"
+    live = {}  # iteration -> the last trajectory a live plot was sent
     res = architecture_descent(
-        "vgg11", "cifar10", data, iterations=2, profile=TINY, run_dir=run, progress=False
+        "vgg11", "cifar10", data, iterations=2, profile=TINY, run_dir=run, progress=False,
+        on_row=lambda k, w, p: live.__setitem__(k, w),
     )
     assert [s["iteration"] for s in res.iterations] == [1, 2]
+    assert sorted(live) == [1, 2]
     budget = param_count("vgg11", uniform_widths("vgg11", 0.125))
     for k, s in enumerate(res.iterations, start=1):
         it = iteration_dir(run, k)
@@ -56,6 +59,7 @@ def test_descent_writes_every_artifact(tmp_path, data, capsys):
         assert header == "w1,w2,w3,w4,w5,w6,w7,w8,params"
         traj = io.read_trajectory(it / "trajectory.csv")
         assert len(traj) == s["fit"]["rows"] >= 6
+        np.testing.assert_array_equal(live[k], traj)
         fit = io.read_json(it / "fit.json")
         assert fit["arch"] == "vgg11" and len(fit["beta"]) == 8
         gen = io.read_json(it / "widths.json")

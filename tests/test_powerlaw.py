@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -194,3 +196,12 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
         io.write_json(p, {"x": object()})
     assert json.loads(p.read_text()) == {"x": 1}
     assert [f.name for f in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_atomic_write_gives_files_the_usual_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        p = io.write_json(tmp_path / "a.json", {"x": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o644  # not mkstemp's private 0600

@@ -202,9 +202,14 @@ def test_shrink_rejects_entries_that_must_be_masked():
 def test_pruner_records_exact_strictly_decreasing_rows(data):
     widths = TINY["vgg11"]
     s = dataclasses.replace(FAST, stop_fraction=0.2)  # 16 of 78 channels left: every layer can still lose one
-    res = prune("vgg11", data, s, widths=widths, seed=1, progress=False)
+    seen = []  # what a live plot receives: the whole trajectory so far, after every row
+    res = prune("vgg11", data, s, widths=widths, seed=1, progress=False,
+                on_row=lambda w, p: seen.append((w.copy(), p.copy())))
     w, p = res.widths, res.params
     assert len(w) >= 6
+    assert [len(sw) for sw, _ in seen] == list(range(1, len(w) + 1))
+    np.testing.assert_array_equal(seen[-1][0], w)
+    np.testing.assert_array_equal(seen[-1][1], p)
     assert (np.diff(p) < 0).all()
     assert p.tolist() == [param_count("vgg11", row) for row in w.tolist()]
     assert (w < np.asarray(widths)).all()  # recording starts once every layer lost a channel

@@ -1,11 +1,13 @@
 """Profiles, paths and the papermill runner (failures name the notebook and the cell)."""
 
 import argparse
+import json
 
 import nbformat
 import pytest
 
 from nslab import cli_reproduce, reproduce
+from nslab.cli import main as cli_main
 
 
 def write_nb(path, *sources):
@@ -79,3 +81,15 @@ def test_cli_handler(tmp_path):
     assert out["profile"] == "cpu" and [n["notebook"] for n in out["notebooks"]] == ["01_ok.ipynb"]
     with pytest.raises(SystemExit):
         parser.parse_args(["reproduce", "--profile", "gpu"])
+
+
+def test_cli_stdout_is_one_json_object(tmp_path, capsys):
+    # progress goes to stderr: `nslab reproduce ... | jq` must keep working
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    write_nb(nbs / "01_ok.ipynb", "x = 1")
+    assert cli_main(["reproduce", "--profile", "smoke", "--notebooks-dir", str(nbs),
+                     "--build-dir", str(tmp_path / "b")]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["notebooks"][0]["notebook"] == "01_ok.ipynb"
+    assert "01_ok.ipynb: ok in" in err

@@ -94,3 +94,4 @@ def test_comparison_table_puts_the_paper_beside_the_run():
     assert rows[0]["paper_accuracy"] == "91.22 ± 0.15" and rows[0]["accuracy"] == "80.00 ± 0.50"
     assert rows[0]["paper_params_m"] == 0.58 and rows[0]["params_m"] == pytest.approx(0.5796)
     assert rows[1]["paper_accuracy"] == "" and rows[1]["latency_ms"] is None  # the paper has no r = 0.5 row
+    assert rows[1]["accuracy"] == "79.00"  # one seed: no "± 0.00"
