@@ -363,11 +363,15 @@ def channels_last_ok(device: torch.device, model: nn.Module) -> bool:
     # CUDA: channels_last feeds the tensor cores without layout transposes. CPU: oneDNN's convolutions
     # run natively in NHWC as well; measured on this project's 2-core AVX2 machine (VGG11 at ratio 0.25,
     # training steps of batch 128/256/512) it is 1.2-1.8x faster than NCHW, which makes oneDNN reorder
-    # every conv's input and output. Except grouped (depthwise) convs on CPU: with torch 2.14 their
-    # channels-last backward aborts ("double free or corruption") or hangs, so MobileNetV2 stays NCHW there.
+    # every conv's input and output. But with torch 2.14 on CPU, channels-last backward of grouped
+    # (depthwise) convs aborts ("double free or corruption") or hangs, and the 1x1 weight-gradient kernel
+    # (jit_avx2_1x1_convolution_bwd_weights) hung forever, at random, in a narrow ResNet18's projection
+    # shortcut. So on CPU only networks of plain k x k convolutions (VGG11) go channels-last.
     if device.type == "cuda":
         return True
-    return device.type == "cpu" and not any(isinstance(m, nn.Conv2d) and m.groups > 1 for m in model.modules())
+    return device.type == "cpu" and not any(
+        isinstance(m, nn.Conv2d) and (m.groups > 1 or m.kernel_size == (1, 1)) for m in model.modules()
+    )
 
 
 @contextlib.contextmanager

@@ -11,12 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-from nslab import create_model
+from nslab import create_model, uniform_widths
 from nslab.data import DeviceBatches, synthetic_data
 from nslab.train import (
     History,
     NonFiniteLossError,
     Recipe,
+    channels_last_ok,
     evaluate,
     learning_rate,
     recipe,
@@ -246,3 +247,12 @@ def test_cli_functions_print_a_summary(tmp_path: Path):
     assert out["widths"] == [8, 16, 32, 32, 64, 64, 64, 64] and out["mean_ms"] > 0 and out["batch"] == 100
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "vgg11", "--widths", "8,8", "--ratio", "0.5"])  # mutually exclusive
+
+
+def test_channels_last_only_for_plain_convs_on_cpu():
+    # torch 2.14's CPU channels-last backward aborts or hangs on depthwise and 1x1 convs
+    cpu = torch.device("cpu")
+    assert channels_last_ok(cpu, create_model("vgg11", uniform_widths("vgg11", 0.125)))
+    assert not channels_last_ok(cpu, create_model("resnet18", uniform_widths("resnet18", 0.125)))
+    assert not channels_last_ok(cpu, create_model("mobilenetv2", uniform_widths("mobilenetv2", 0.25)))
+    assert channels_last_ok(torch.device("cuda"), create_model("resnet18", uniform_widths("resnet18", 0.125)))
