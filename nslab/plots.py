@@ -58,7 +58,9 @@ def trajectory_figure(
         One line per layer. Also usable as a ``go.FigureWidget`` template: append rows by replacing each
         trace's ``x``/``y`` (see :func:`update_trajectory`).
     """
-    w = np.asarray(widths).reshape(len(params), -1) if len(params) else np.zeros((0, np.asarray(widths).size))
+    w = np.asarray(widths)
+    # (0, L) keeps its L empty lines: the live widget starts from it and fills them row by row
+    w = w.reshape(len(params), -1) if len(params) else np.zeros((0, w.shape[-1] if w.ndim == 2 else w.size))
     fig = go.Figure()
     for layer in range(w.shape[1]):
         fig.add_trace(
@@ -91,6 +93,15 @@ def update_trajectory(fig: go.Figure, widths: np.ndarray, params: Sequence[float
     with fig.batch_update():
         for layer, trace in enumerate(fig.data[: w.shape[1]]):
             trace.x, trace.y = list(params), w[:, layer].tolist()
+
+
+def trajectory_updater(fig: go.Figure):
+    """``on_row(iteration, widths, params)`` callback for :func:`nslab.experiments.descent` that redraws
+    ``fig`` (a :func:`trajectory_widget`) with the trajectory so far."""
+    def on_row(_iteration: int, widths: np.ndarray, params: np.ndarray) -> None:
+        update_trajectory(fig, widths, params)
+
+    return on_row
 
 
 # --- Algorithm 2: Figure 2 -------------------------------------------------------------------------------

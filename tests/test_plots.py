@@ -147,3 +147,13 @@ def test_explorer_widget_builds(fit):
     slider = box.children[2]
     slider.value = 2e6
     assert "neuralscale" in box.children[3].value
+
+
+def test_trajectory_updater_redraws_with_the_rows_so_far():
+    # notebook 01's live figure: descent's on_row callback feeds it the whole trajectory after every row
+    fig = plots.trajectory_figure(np.zeros((0, 8)), [], title="live")
+    on_row = plots.trajectory_updater(fig)
+    w = np.array([[10, 20, 30, 30, 40, 40, 40, 40], [9, 19, 28, 29, 38, 37, 36, 35]])
+    on_row(1, w, np.array([5000, 4000]))
+    assert list(fig.data[0].x) == [5000, 4000] and list(fig.data[0].y) == [10, 9]
+    assert list(fig.data[7].y) == [40, 35]
