@@ -325,7 +325,8 @@ def li_baseline(
 
     Args:
         arch, dataset, convcut: the network.
-        data: the dataset (``None`` with a synthetic profile); the profile's ``train_subset`` applies.
+        data: the dataset (``None`` with a synthetic profile); the profile's ``train_subset`` applies,
+            unless ``train_recipe`` is given (its own ``subset`` then selects the images).
         profile: training (``li_train_recipe``, ``li_train_epochs``) and fine-tuning
             (``li_finetune_epochs`` at ``li_finetune_lr``) settings.
         budget: target parameters (default: the budget of ratio ``profile.li_ratio``, 0.75 in the paper).
@@ -343,7 +344,9 @@ def li_baseline(
     from .train import Recipe, recipe, scale_epochs, seed_everything, train
 
     prof = get_profile(profile)
-    data = _prepare(data, prof, dataset, seed)
+    # a given recipe brings its own images (its subset); the search's small subset is for the defaults
+    own_images = train_recipe is not None
+    data = _prepare(data, dataclasses.replace(prof, train_subset=None) if own_images else prof, dataset, seed)
     start = default_widths(arch) if prof.start_ratio == 1 else uniform_widths(arch, prof.start_ratio)
     if budget is None:
         budget = budget_for_ratio(arch, prof.li_ratio * prof.start_ratio, dataset, convcut)

@@ -294,9 +294,8 @@ def train_runs(p: Profile, setting: Setting, specs: Sequence[RunSpec], paths: Pa
         if s.method == "li":
             from .baselines import li_baseline
 
-            # the full network trains on the same images and epochs as the from-scratch runs (the
-            # recipe's subset), not on the search's small subset
-            sp = replace(search_profile(p, setting), train_subset=None)
+            # the full network trains on the same images and epochs as the from-scratch runs
+            sp = search_profile(p, setting)
             target = budget(p, setting, s.ratio)
             res = li_baseline(s.arch, s.dataset, None if sp.synthetic else data, sp, target, work, s.seed, device,
                               progress=False, train_recipe=_recipe(p, setting))

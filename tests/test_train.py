@@ -29,16 +29,6 @@ from nslab.train import (
 SMALL_VGG = [8, 16, 16, 16, 32, 32, 32, 32]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These networks and batches are tiny: with 2 OpenMP threads on a busy 2-core machine the threads
-    # mostly wait for each other (a 5-10x slowdown measured); one thread keeps the tests fast.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def data():
     return synthetic_data()
