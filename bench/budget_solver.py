@@ -5,6 +5,10 @@ repeated calls, the ratio of the two, and the worst relative error each reaches.
 authors' published fit (iteration 15); ResNet18 and MobileNetV2 use a plausible law (default widths at
 the default size, per-layer exponents drawn in [0.3, 0.8], seed 0), since no published fit exists.
 
+A second table covers budgets where the count is not monotone in tau: the same ResNet18/MobileNetV2 laws
+with one block's input and output exponents set to 0.35 and 0.65, so those two widths cross at the default
+size (where the block's projection shortcut vanishes), and 41 budgets within 3% of the default count.
+
     python bench/budget_solver.py [--repeat 30]
 """
 
@@ -21,14 +25,18 @@ from nslab.powerlaw import PowerLaw, published_fit, widths_for_budget
 
 CASES = [("vgg11", "cifar10"), ("vgg11", "cifar100"), ("resnet18", "cifar100"), ("resnet18", "tinyimagenet"),
          ("mobilenetv2", "cifar100"), ("mobilenetv2", "tinyimagenet")]
+# (arch, dataset, input layer, output layer) of a stride-1 block whose widths are equal by default.
+CROSSING = [("resnet18", "cifar100", 14, 16), ("mobilenetv2", "cifar100", 12, 13)]
 
 
-def law_for(arch: str, dataset: str) -> PowerLaw:
+def law_for(arch: str, dataset: str, crossing: tuple[int, int] | None = None) -> PowerLaw:
     if arch == "vgg11":
         return published_fit(f"vgg11-{dataset}", 15)[0]
     rng = np.random.default_rng(0)
     d = np.array(default_widths(arch), float)
     beta = rng.uniform(0.3, 0.8, len(d))
+    if crossing is not None:
+        beta[list(crossing)] = 0.35, 0.65
     return PowerLaw(tuple(d / param_count(arch, None, dataset) ** beta), tuple(beta))
 
 
@@ -41,26 +49,38 @@ def median_ms(fn, repeat: int) -> float:
     return 1e3 * statistics.median(times)
 
 
+def row(law: PowerLaw, arch: str, dataset: str, targets: list[int], repeat: int) -> str:
+    """Median times over ``targets`` and worst relative errors of both methods, as one table row."""
+    t_b, t_s, e_b, e_s = [], [], [], []
+    for t in targets:
+        call = (law, arch, dataset, t)
+        widths_for_budget(*call)  # warm the per-architecture setup out of the timings
+        t_b.append(median_ms(lambda c=call: widths_for_budget(*c), repeat))
+        t_s.append(median_ms(lambda c=call: widths_for_budget(*c, method="sgd"), max(3, repeat // 10)))
+        e_b.append(abs(widths_for_budget(law, arch, dataset, t).rel_error))
+        e_s.append(abs(widths_for_budget(law, arch, dataset, t, method="sgd").rel_error))
+    b, s = statistics.median(t_b), statistics.median(t_s)
+    return (f"{arch:12s} {dataset:13s} {b:10.3f} {s:9.2f} {s / b:10.0f}x {100 * max(e_b):16.4f}% "
+            f"{100 * max(e_s):12.3f}%")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=30)
     args = ap.parse_args()
-    print(f"{'arch':12s} {'dataset':13s} {'bracket ms':>10s} {'sgd ms':>9s} {'sgd/bracket':>11s} "
-          f"{'max |err| bracket':>17s} {'max |err| sgd':>13s}")
+    header = (f"{'arch':12s} {'dataset':13s} {'bracket ms':>10s} {'sgd ms':>9s} {'sgd/bracket':>11s} "
+              f"{'max |err| bracket':>17s} {'max |err| sgd':>13s}")
+    print(header)
     for arch, dataset in CASES:
-        law = law_for(arch, dataset)
         ratios = [0.25, 0.5, 0.75, 1.0] if dataset == "tinyimagenet" else [0.25 * k for k in range(1, 9)]
         targets = [param_count(arch, uniform_widths(arch, r), dataset) for r in ratios]
-        t_b, t_s, e_b, e_s = [], [], [], []
-        for t in targets:
-            call = (law, arch, dataset, t)
-            t_b.append(median_ms(lambda c=call: widths_for_budget(*c), args.repeat))
-            t_s.append(median_ms(lambda c=call: widths_for_budget(*c, method="sgd"), max(3, args.repeat // 10)))
-            e_b.append(abs(widths_for_budget(law, arch, dataset, t).rel_error))
-            e_s.append(abs(widths_for_budget(law, arch, dataset, t, method="sgd").rel_error))
-        b, s = statistics.median(t_b), statistics.median(t_s)
-        print(f"{arch:12s} {dataset:13s} {b:10.3f} {s:9.2f} {s / b:10.0f}x {100 * max(e_b):16.4f}% "
-              f"{100 * max(e_s):12.3f}%")
+        print(row(law_for(arch, dataset), arch, dataset, targets, args.repeat))
+    print("\nwhere the count is not monotone (two widths of a block cross at the default size):")
+    print(header)
+    for arch, dataset, i, j in CROSSING:
+        p0 = param_count(arch, None, dataset)
+        targets = np.linspace(0.97 * p0, 1.03 * p0, 41).astype(int).tolist()
+        print(row(law_for(arch, dataset, (i, j)), arch, dataset, targets, max(3, args.repeat // 3)))
 
 
 if __name__ == "__main__":

@@ -18,8 +18,9 @@ import time
 import torch
 
 from nslab import create_model, param_count, uniform_widths
-from nslab.data import synthetic_data
-from nslab.descent import architecture_descent, smoke_data
+from nslab.config import preset
+from nslab.data import smoke_data, synthetic_data
+from nslab.descent import architecture_descent
 from nslab.latency import measure_latency
 from nslab.train import recipe, scale_epochs, train
 
@@ -57,10 +58,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as run:
         t0 = time.perf_counter()
-        res = architecture_descent("vgg11", "cifar10", smoke_data("cifar10"), iterations=2, profile="smoke",
-                                   run_dir=run, device=str(dev), progress=False)
+        res = architecture_descent("vgg11", "cifar10", smoke_data("cifar10"), preset("smoke").search, run,
+                                   device=str(dev), progress=False)
         report(check="descent", iterations=len(res.iterations), seconds=round(time.perf_counter() - t0, 1),
-               rows=[it["fit"]["rows"] for it in res.iterations])
+               rows=[len(it.widths) for it in res.iterations])
 
     for arch, ds, ratio, size in [("vgg11", "cifar10", 0.25, 32), ("vgg11", "cifar10", 1.0, 32),
                                   ("mobilenetv2", "cifar100", 0.25, 32), ("resnet18", "tinyimagenet", 0.25, 64)]:

@@ -2,14 +2,17 @@
 
 The flat public API: build networks from width vectors and count their parameters exactly; fit the
 per-layer power law to a pruning trajectory and generate widths for any parameter budget; load data,
-train and time networks; prune, run architecture descent and the baselines.
+train and time networks; prune, run architecture descent and the baselines; the presets of
+:mod:`nslab.config` and the method registry of :mod:`nslab.methods`.
 """
 
-from .baselines import li_baseline, morphnet_baseline, uniform_baseline
+from .baselines import li_baseline, morphnet_baseline
+from .config import PRESETS, Preset, PruneSettings, Recipe, SearchSettings, preset, recipe
 from .data import DeviceBatches, ImageData, load_dataset, synthetic_data
-from .descent import architecture_descent, get_profile, law_from_run
+from .descent import SearchRun, architecture_descent, load_run
 from .latency import measure_latency
-from .models import create_model, default_widths, param_count, uniform_widths
+from .methods import METHODS, Budget, Context, get_method
+from .models import create_model, default_widths, macs, macs_counter, param_count, uniform_widths
 from .powerlaw import (
     PowerLaw,
     Scaled,
@@ -19,38 +22,47 @@ from .powerlaw import (
     scale_widths,
     widths_for_budget,
 )
-from .prune import PruneSettings, TaylorFO, prune
-from .train import History, Recipe, evaluate, recipe, train
+from .prune import TaylorFO, prune
+from .train import History, evaluate, train
 
 __all__ = [
+    "METHODS",
+    "PRESETS",
+    "Budget",
+    "Context",
     "DeviceBatches",
     "History",
     "ImageData",
     "PowerLaw",
+    "Preset",
     "PruneSettings",
     "Recipe",
     "Scaled",
+    "SearchRun",
+    "SearchSettings",
     "TaylorFO",
     "architecture_descent",
     "create_model",
     "default_widths",
     "evaluate",
     "fit_power_law",
-    "get_profile",
-    "law_from_run",
+    "get_method",
     "li_baseline",
     "load_dataset",
     "load_fit",
+    "load_run",
+    "macs",
+    "macs_counter",
     "measure_latency",
     "morphnet_baseline",
     "param_count",
+    "preset",
     "prune",
     "published_fit",
     "recipe",
     "scale_widths",
     "synthetic_data",
     "train",
-    "uniform_baseline",
     "uniform_widths",
     "widths_for_budget",
 ]

@@ -1,3 +1,5 @@
+"""``python -m nslab``: the ``nslab`` command (:func:`nslab.cli.main`)."""
+
 import sys
 
 from .cli import main

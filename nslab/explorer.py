@@ -1,13 +1,11 @@
 """The parameter-budget explorer (Algorithm 3 interactively): widths of three scaling methods at a budget.
 
-At any budget it generates the per-layer widths of
+At any budget it generates, through the method registry (:mod:`nslab.methods`), the per-layer widths of
 
-- ``neuralscale``: the power law's widths solved to the budget (:func:`~nslab.powerlaw.widths_for_budget`);
-- ``uniform``: one global factor on the default widths (:func:`~nslab.powerlaw.scale_widths`);
-- ``morphnet``: one global factor on a network pruned to 50% of its channels. Without a MorphNet pruning
-  run, that pruned network is read off the *first* descent iteration's power law (the fit of the trajectory
-  that pruning the default network produced) at the point where 50% of the channels remain: the same
-  network, up to the fit's smoothing.
+- ``neuralscale``: the fit's widths solved to the budget;
+- ``uniform``: one global factor on the default widths;
+- ``morphnet``: one global factor on the network pruned to 50% of its channels, read off the search's
+  first iteration (its trajectory, or its fit where only fits were published).
 
 :func:`on_budget` is the slider's callback: a plain function (tested and timed in ``bench/slider.py``);
 :func:`explorer_widget` wires it to ipywidgets for notebook 03.
@@ -15,78 +13,64 @@ At any budget it generates the per-layer widths of
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+from . import io, plots, powerlaw
+from .descent import load_run
+from .methods import METHODS, Budget, Context, morphnet_base
+from .models import get_arch, param_count, uniform_widths
+from .powerlaw import Scaled
 
-from . import plots, powerlaw
-from .models import default_widths, get_arch, param_count, uniform_widths
-from .powerlaw import PowerLaw, Scaled
-
-METHODS = ("uniform", "morphnet", "neuralscale")
 LOW_RATIO = 0.1  # the slider's lower end: the uniform network at 10% width (about 1% of the parameters)
+_SHOWN = {"uniform": "uniform", "morphnet": "morphnet", "neuralscale": "neuralscale_last"}  # shown -> registry
 
 
 @dataclass(frozen=True)
 class Fit:
-    """A power law to scale with, and the network it belongs to.
+    """A fit to scale with: the methods' context whose *last* law is the one NeuralScale solves.
 
     Attributes:
         name: display name, e.g. ``"authors: vgg11-cifar10, iteration 15"``.
-        law: the power law (NeuralScale's widths).
-        arch: architecture the law was fitted on.
-        morphnet_base: (L,) widths of the 50%-channels network MorphNet scales uniformly.
+        context: the search's context; ``context.laws[-1]`` is this fit, ``context.laws[0]`` (or the
+            trajectory) gives MorphNet's pruned network.
     """
 
     name: str
-    law: PowerLaw
-    arch: str
-    morphnet_base: tuple[int, ...]
+    context: Context
 
+    @property
+    def arch(self) -> str:
+        """The architecture the fit belongs to."""
+        return self.context.arch
 
-def morphnet_base(first_law: PowerLaw, arch: str, dataset: str = "cifar10", keep: float = 0.5) -> list[int]:
-    """Widths where the first-iteration law keeps ``keep`` of the default network's channels.
+    @property
+    def law(self) -> powerlaw.PowerLaw:
+        """The power law NeuralScale solves."""
+        return self.context.laws[-1]
 
-    Args:
-        first_law: the power law of the default network's pruning trajectory (descent iteration 1).
-        arch, dataset: the network.
-        keep: fraction of all channels left (0.5: the paper's MorphNet (Taylor-FO) stopping point).
-
-    Returns:
-        (L,) positive integer widths summing to about ``keep * sum(default widths)``.
-    """
-    if not 0 < keep <= 1:
-        raise ValueError(f"keep must be in (0, 1], got {keep}")
-    target = keep * sum(default_widths(arch))
-    lo, hi = 1.0, 2.0 * param_count(arch, None, dataset) * 100
-    for _ in range(200):  # bisection on ln tau: total channels grow with tau when every beta > 0
-        mid = math.sqrt(lo * hi)
-        if first_law.widths(mid).sum() < target:
-            lo = mid
-        else:
-            hi = mid
-    return [max(1, int(round(w))) for w in first_law.widths(hi)]
+    @property
+    def morphnet_base(self) -> list[int]:
+        """(L,) widths of the 50%-channels network MorphNet scales uniformly."""
+        return morphnet_base(self.context)
 
 
 def published(name: str, iteration: int = 15) -> Fit:
     """The authors' fit ``name`` (``"vgg11-cifar10"``/``"vgg11-cifar100"``) at ``iteration`` as a :class:`Fit`."""
-    law, arch, dataset = powerlaw.published_fit(name, iteration)
-    first, _, _ = powerlaw.published_fit(name, 1)
-    return Fit(f"authors: {name}, iteration {iteration}", law, arch, tuple(morphnet_base(first, arch, dataset)))
+    return Fit(f"authors: {name}, iteration {iteration}", Context.published(name, (1, iteration)))
 
 
-def available_fits(
-    search_dirs: Sequence[str | os.PathLike] = (), iterations: Sequence[int] = (1, 15)
-) -> dict[str, Fit]:
-    """Fits to choose from: the authors' published ones, plus every nslab fit JSON under ``search_dirs``.
+def available_fits(search_dirs: Sequence[str | os.PathLike] = (), iterations: Sequence[int] = (1, 15)
+                   ) -> dict[str, Fit]:
+    """Fits to choose from: the authors' published ones, then every iteration of the searches under ``search_dirs``.
 
-    A fit file qualifies when it holds ``alpha``, ``beta`` and ``arch`` (as written by ``nslab fit --out``
-    or architecture descent). Its MorphNet base comes from the lowest-iteration fit found beside it
-    (``iteration`` key), else from the fit itself.
+    A search is a run directory of :func:`nslab.descent.architecture_descent` (found by its
+    ``settings.json``); each finished iteration k becomes ``"this project: <run>, iteration k"``.
+    A degenerate fit (some beta <= 0) cannot be solved for a budget and is skipped.
     """
     fits = {}
     for name in powerlaw.published_fits():
@@ -94,34 +78,18 @@ def available_fits(
             f = published(name, it)
             fits[f.name] = f
     for d in search_dirs:
-        d = Path(d)
-        if not d.is_dir():
-            continue
-        found = []
-        for p in sorted(d.rglob("*.json")):
-            try:
-                meta = powerlaw.io.read_json(p)
-            except ValueError:
-                continue
-            if (
-                isinstance(meta, dict)
-                and {"alpha", "beta", "arch"} <= set(meta)
-                and meta["arch"] in ("vgg11", "resnet18", "mobilenetv2")
-            ):
-                found.append((p, meta))
-        by_dir: dict[Path, list] = {}
-        for p, meta in found:
-            by_dir.setdefault(p.parent, []).append((p, meta))
-        for p, meta in found:
-            sibs = sorted(by_dir[p.parent], key=lambda pm: pm[1].get("iteration", 1 << 30))
-            first = powerlaw.load_fit(sibs[0][0])
-            law = powerlaw.load_fit(p)
-            if min(law.beta) <= 0:
-                continue  # a degenerate fit cannot be solved for a budget; skip it rather than fail the UI
-            ds = meta.get("dataset", "cifar10")
-            ds = ds if ds in ("cifar10", "cifar100", "tinyimagenet") else "cifar10"
-            name = f"this project: {p.parent.name}/{p.stem}"
-            fits[name] = Fit(name, law, meta["arch"], tuple(morphnet_base(first, meta["arch"], ds)))
+        for settings in sorted(Path(d).rglob("settings.json")) if Path(d).is_dir() else ():
+            if "search" not in io.read_json(settings):
+                continue  # a training run's settings, not a search's
+            run = load_run(settings.parent)
+            start_ratio = run.settings["search"]["start_ratio"]
+            for it in run.iterations:
+                if min(it.law.beta) <= 0:
+                    continue
+                ctx = dataclasses.replace(Context.from_run(run, start_ratio),
+                                          laws=(run.iterations[0].law, it.law))
+                name = f"this project: {settings.parent.name}, iteration {it.index}"
+                fits[name] = Fit(name, ctx)
     return fits
 
 
@@ -131,14 +99,19 @@ def budget_range(arch: str, dataset: str) -> tuple[int, int, int]:
     return param_count(arch, uniform_widths(arch, LOW_RATIO), dataset), default, 2 * default
 
 
-def configurations(fit: Fit, dataset: str, budget: float, round_to: int = 1) -> dict[str, Scaled]:
-    """The three methods' widths at ``budget`` (parameters) for ``fit``'s architecture on ``dataset``."""
-    arch = fit.arch
-    return {
-        "uniform": powerlaw.scale_widths(default_widths(arch), arch, dataset, budget, round_to=round_to),
-        "morphnet": powerlaw.scale_widths(fit.morphnet_base, arch, dataset, budget, round_to=round_to),
-        "neuralscale": powerlaw.widths_for_budget(fit.law, arch, dataset, budget, round_to=round_to),
-    }
+def configurations(fit: Fit, dataset: str, budget: float, ratio: float | None = None) -> dict[str, Scaled]:
+    """The three methods' widths at ``budget`` (parameters) for ``fit``'s architecture on ``dataset``.
+
+    ``ratio``: the paper's uniform ratio that defines ``budget`` (uniform is then ``int(w * r)`` exactly).
+    """
+    ctx = dataclasses.replace(fit.context, dataset=dataset)
+    b = Budget(int(round(budget)), ratio)
+    out = {}
+    for shown, name in _SHOWN.items():
+        w = METHODS[name](ctx, b)
+        p = param_count(ctx.arch, w, dataset, ctx.convcut)
+        out[shown] = Scaled(w, p, b.params, (p - b.params) / b.params)
+    return out
 
 
 def _notes(configs: Mapping[str, Scaled]) -> dict[str, str]:
@@ -185,7 +158,7 @@ def on_budget(fig: object, fit: Fit, dataset: str, budget: float) -> dict[str, S
 
 
 def ratio_table(fit: Fit, dataset: str, ratios: Sequence[float]) -> tuple[list[dict], dict[str, dict[str, list[int]]]]:
-    """Configurations at the paper's ratios (budget = the uniform network ``int(w * r)``).
+    """Configurations at the paper's ratios (budget: the uniform network ``int(w * r)`` of the search's start).
 
     Returns:
         ``(rows, panels)``: table rows (ratio, method, target, params, rel. error %, widths) and
@@ -193,8 +166,8 @@ def ratio_table(fit: Fit, dataset: str, ratios: Sequence[float]) -> tuple[list[d
     """
     rows, panels = [], {}
     for r in ratios:
-        target = param_count(fit.arch, uniform_widths(fit.arch, r), dataset)
-        configs = configurations(fit, dataset, target)
+        target = dataclasses.replace(fit.context, dataset=dataset).budget(r).params
+        configs = configurations(fit, dataset, target, ratio=r)
         panels[f"r = {r:g} ({target / 1e6:.2f}M parameters)"] = {m: s.widths for m, s in configs.items()}
         for m, s in configs.items():
             rows.append(
@@ -299,7 +272,7 @@ def iteration_widget(panels: Mapping[str, Mapping[str, Sequence[int]]]):
     """Browse architecture-descent configurations: an iteration slider over Figure 3's data.
 
     Args:
-        panels: ``{ratio title: {"iteration k": widths}}`` as :func:`nslab.experiments.descent_panels` gives.
+        panels: ``{ratio title: {"iteration k": widths}}`` as :func:`nslab.tables.descent_panels` gives.
     """
     import ipywidgets as w
     import plotly.graph_objects as go
@@ -330,9 +303,3 @@ def iteration_widget(panels: Mapping[str, Mapping[str, Sequence[int]]]):
     slider.observe(show, "value")
     show()
     return w.VBox([slider, fig if isinstance(fig, go.FigureWidget) else out])
-
-
-def relative_change(configs: Sequence[Sequence[int]]) -> list[float]:
-    """Change between consecutive configurations: ``100 * sum|w_k - w_{k-1}| / sum w_{k-1}`` (%)."""
-    c = [np.asarray(x, dtype=float) for x in configs]
-    return [float(100 * np.abs(b - a).sum() / a.sum()) for a, b in zip(c, c[1:])]

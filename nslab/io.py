@@ -1,4 +1,4 @@
-"""The one place that reads and writes nslab's artifacts: paths, atomic writes, trajectories, fits.
+"""The one place that reads and writes nslab's artifacts: atomic writes, trajectories, fits.
 
 Every write goes to a temporary file in the same folder and is renamed into place, so an interrupted
 run never leaves a half-written artifact and a failed write never damages the file already there.
@@ -16,15 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-
-def data_root(explicit: str | os.PathLike | None = None) -> Path:
-    """Where datasets live: ``explicit``, else ``$NSLAB_DATA``, else ``~/.cache/nslab/data``."""
-    if explicit is not None:
-        return Path(explicit).expanduser()
-    if os.environ.get("NSLAB_DATA"):
-        return Path(os.environ["NSLAB_DATA"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nslab" / "data"
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:

@@ -1,4 +1,4 @@
-"""Baselines in the search harness: uniform, MorphNet (Taylor-FO), Li et al. (tiny synthetic runs)."""
+"""Baselines with their own runs: MorphNet (Taylor-FO) and Li et al. (tiny synthetic runs)."""
 
 import dataclasses
 
@@ -7,53 +7,25 @@ import torch
 
 import nslab.baselines as baselines
 from nslab import io
-from nslab.baselines import (
-    budget_for_ratio,
-    keep_ratio_for_budget,
-    li_baseline,
-    morphnet_baseline,
-    transplant,
-    uniform_baseline,
-)
+from nslab.baselines import li_baseline, morphnet_baseline, transplant
+from nslab.config import BaselineSettings, PruneSettings, SearchSettings, preset, recipe, scale_epochs
 from nslab.data import synthetic_data
-from nslab.descent import SearchProfile
-from nslab.models import create_model, default_widths, param_count, uniform_widths
-from nslab.prune import PruneSettings, apply_masks, shrink_model
+from nslab.methods import Context
+from nslab.models import create_model, param_count, uniform_widths
+from nslab.prune import apply_masks, shrink_model
 
-TINY = SearchProfile(
-    "tiny",
+TINY = SearchSettings(
     PruneSettings(channels_per_step=8, batches_per_step=1, batch_size=16, pretrain_epochs=0, lr=0.05),
     iterations=1,
     synthetic=True,
     start_ratio=0.0625,
-    li_train_recipe="smoke",
-    li_train_epochs=1,
-    li_finetune_epochs=1,
-    li_finetune_lr=0.01,
 )
+LI = BaselineSettings(li_finetune_epochs=1, li_finetune_lr=0.01)
 
 
 @pytest.fixture(scope="module")
 def data():
     return synthetic_data(train_per_class=16, test_per_class=4)
-
-
-def test_uniform_baseline_is_the_budget():
-    out = uniform_baseline("vgg11", [0.25, 2.0])
-    assert out[0.25].widths == uniform_widths("vgg11", 0.25)
-    assert out[0.25].params == budget_for_ratio("vgg11", 0.25) == out[0.25].target
-    assert out[2.0].rel_error == 0.0
-
-
-def test_keep_ratio_meets_the_budget_with_one_ratio():
-    budget = budget_for_ratio("vgg11", 0.75)
-    q, widths, params = keep_ratio_for_budget("vgg11", budget)
-    assert params == param_count("vgg11", widths)
-    assert abs(params - budget) / budget < 0.005
-    expected = [max(1, round(q * w)) for w in default_widths("vgg11")]
-    assert widths == expected
-    with pytest.raises(ValueError, match="budget must lie between"):
-        keep_ratio_for_budget("vgg11", 10 * budget)
 
 
 def test_transplant_is_exact_filter_removal_for_vgg():
@@ -74,15 +46,13 @@ def test_transplant_is_exact_filter_removal_for_vgg():
 
 def test_morphnet_prunes_to_half_then_scales_and_reuses_its_output(tmp_path, data, monkeypatch):
     ratios = [0.5, 1.0]
-    res = morphnet_baseline(
-        "vgg11", "cifar10", data, ratios=ratios, profile=TINY, out_dir=tmp_path, progress=False
-    )
+    res = morphnet_baseline("vgg11", "cifar10", data, TINY, ratios=ratios, out_dir=tmp_path, progress=False)
     start = uniform_widths("vgg11", TINY.start_ratio)
     assert sum(res.base_widths) == sum(start) - int(0.5 * sum(start)) == 86
+    ctx = Context("vgg11", "cifar10", start_ratio=TINY.start_ratio)
     for r in ratios:
-        target = budget_for_ratio("vgg11", r * TINY.start_ratio)
-        s = res.configs[r]
-        assert s.params == param_count("vgg11", s.widths) and abs(s.params - target) / target < 0.03
+        target = ctx.budget(r).params
+        assert abs(param_count("vgg11", res.configs[r]) - target) / target < 0.03
     saved = io.read_json(tmp_path / "morphnet.json")
     assert saved["base_widths"] == res.base_widths
 
@@ -90,13 +60,15 @@ def test_morphnet_prunes_to_half_then_scales_and_reuses_its_output(tmp_path, dat
         raise AssertionError("must not prune again")
 
     monkeypatch.setattr(baselines, "prune", boom)
-    again = morphnet_baseline("vgg11", "cifar10", data, ratios=ratios, profile=TINY, out_dir=tmp_path)
+    again = morphnet_baseline("vgg11", "cifar10", data, TINY, ratios=ratios, out_dir=tmp_path)
     assert again.base_widths == res.base_widths
 
 
 def test_li_baseline_prunes_trained_network_to_budget(tmp_path, data):
-    res = li_baseline("vgg11", "cifar10", data, profile=TINY, out_dir=tmp_path, device="cpu", progress=False)
-    target = budget_for_ratio("vgg11", TINY.li_ratio * TINY.start_ratio)
+    target = Context("vgg11", "cifar10", start_ratio=TINY.start_ratio).budget(LI.li_ratio).params
+    r = scale_epochs(recipe("smoke", "cifar10"), 1)
+    res = li_baseline("vgg11", "cifar10", data, r, LI, target, TINY.start_ratio, tmp_path, device="cpu",
+                      progress=False)
     assert res.target == target
     assert abs(res.params - target) / target < 0.02
     assert sum(p.numel() for p in res.model.parameters()) == res.params == param_count("vgg11", res.widths)
@@ -108,14 +80,7 @@ def test_li_baseline_prunes_trained_network_to_budget(tmp_path, data):
     m.load_state_dict(blob["state_dict"])
 
 
-def test_li_baseline_profile_fields_are_the_papers():
-    from nslab.descent import get_profile
-
-    p = get_profile("paper")
-    assert (p.li_ratio, p.li_finetune_epochs, p.li_finetune_lr, p.morphnet_stop_fraction) == (
-        0.75,
-        40,
-        0.001,
-        0.5,
-    )
+def test_baseline_settings_of_the_paper():
+    p = preset("paper").baseline
+    assert (p.li_ratio, p.li_finetune_epochs, p.li_finetune_lr, p.morphnet_keep) == (0.75, 40, 0.001, 0.5)
     assert dataclasses.replace(p, li_ratio=0.5).li_ratio == 0.5

@@ -14,8 +14,17 @@ import torch
 from PIL import Image
 
 from nslab import data as D
-from nslab.data import CIFAR10_CLASSES, DatasetLayoutError, DeviceBatches, load_dataset, synthetic_data
-from nslab.datasets import dataset_spec
+from nslab import io, paths
+from nslab.data import (
+    CIFAR10_CLASSES,
+    DatasetLayoutError,
+    DeviceBatches,
+    dataset_spec,
+    load_dataset,
+    synthetic_data,
+)
+from nslab.data import batches as data_batches
+from nslab.data import cache as data_cache
 
 # --------------------------------------------------------------------------------------------------------
 # fixtures written in the real formats
@@ -163,7 +172,7 @@ def test_folder_cache_is_reused_and_invalidated(tmp_path: Path, cache: Path, mon
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again although the cache is valid")
 
-    monkeypatch.setattr(D, "_decode_files", no_decoding)
+    monkeypatch.setattr(data_cache, "_decode_files", no_decoding)
     second = load_dataset("cifar10", root, cache_dir=cache, progress=False)
     assert torch.equal(first.train_x, second.train_x) and torch.equal(first.test_y, second.test_y)
     monkeypatch.undo()
@@ -240,6 +249,15 @@ def test_data_root_resolution(monkeypatch, tmp_path: Path):
     monkeypatch.delenv("NSLAB_DATA")
     monkeypatch.setenv("NSLAB_CACHE", str(tmp_path / "cache"))
     assert D.resolve_data_root() == tmp_path / "cache" / "data"
+    monkeypatch.delenv("NSLAB_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert D.resolve_data_root() == tmp_path / "xdg" / "nslab" / "data"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert D.resolve_data_root() == tmp_path / "home" / ".cache" / "nslab" / "data"
+    # one home: nslab.data re-exports nslab.paths' functions, and io no longer has its own copy
+    assert D.resolve_data_root is paths.resolve_data_root and D.default_cache_dir is paths.default_cache_dir
+    assert not hasattr(io, "data_root")
 
 
 def test_subsets():
@@ -386,3 +404,39 @@ def test_device_batches_are_seeded_and_test_batches_are_plain():
     ref = T.Normalize(d.spec.mean, d.spec.std)(d.test_x[:128].float() / 255)
     torch.testing.assert_close(x0, ref, rtol=1e-5, atol=1e-5)
     assert torch.equal(y0, d.test_y[:128])
+
+
+@pytest.mark.parametrize("image_size, drop_last", [(32, False), (64, False), (32, True)])
+def test_resumed_pass_is_the_tail_of_the_whole_pass(monkeypatch, image_size: int, drop_last: bool):
+    # CIFAR variant (crop + flip) and TinyImageNet variant (crop + rotation + flip); N = 70 or 40 is not a
+    # multiple of the batch size, so the last batch is short (or dropped)
+    d = synthetic_data(num_classes=2 if image_size == 32 else 4, train_per_class=35 if image_size == 32 else 10,
+                       image_size=image_size)
+    assert d.spec.variant == ("cifar" if image_size == 32 else "tiny")
+    tr = DeviceBatches(d.train_x, d.train_y, d.spec, "cpu", 16, train=True, drop_last=drop_last)
+    whole = list(tr.iterate(11))
+    assert len(whole) == len(tr) >= 3
+    built = []
+    real = data_batches.augment
+    monkeypatch.setattr(data_batches, "augment", lambda x, *a: built.append(len(x)) or real(x, *a))
+    for k in sorted({0, 1, len(tr) // 2, len(tr) - 1}):
+        built.clear()
+        tail = list(tr.iterate(11, start=k))
+        assert len(tail) == len(whole) - k
+        for (x, y), (xr, yr) in zip(tail, whole[k:]):
+            assert torch.equal(x, xr) and torch.equal(y, yr)
+        assert len(built) == len(tail)  # skipped batches replay their draws but build no images
+    assert list(tr.iterate(11, start=len(tr))) == [] and list(tr.iterate(11, start=len(tr) + 5)) == []
+
+
+def test_resume_start_is_checked_and_plain_passes_resume_too():
+    d = synthetic_data()
+    tr = DeviceBatches(d.train_x, d.train_y, d.spec, "cpu", 100, train=True)
+    with pytest.raises(ValueError, match="start must be >= 0, got -3"):
+        tr.iterate(1, start=-3)  # at the call, not at the first batch
+    for kw in ({"train": True, "augment": False}, {}):  # shuffle only; test split (no generator)
+        b = DeviceBatches(d.train_x, d.train_y, d.spec, "cpu", 100, **kw)
+        whole = list(b.iterate(2))
+        tail = list(b.iterate(2, start=4))
+        assert len(tail) == 3
+        assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(tail, whole[4:]))

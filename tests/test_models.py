@@ -1,8 +1,20 @@
+import zlib
+
 import numpy as np
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from nslab.models import ARCHS, create_model, default_widths, param_count, uniform_widths
+from nslab.models import (
+    ARCHS,
+    create_model,
+    default_widths,
+    macs,
+    macs_counter,
+    param_count,
+    param_counter,
+    uniform_widths,
+)
 
 VARIANTS = [
     ("vgg11", "cifar10", False), ("vgg11", "cifar100", False),
@@ -94,6 +106,9 @@ def test_gates_cover_every_width():
      (lambda: create_model("vgg11", [64] * 7 + [0]), "positive"),
      (lambda: create_model("vgg11", [64] * 7 + [2.5]), "integers"),
      (lambda: param_count("resnet18", [1] * 16, "cifar10"), "expected 17 widths"),
+     (lambda: macs("mobilenetv2", [1] * 18, "cifar10"), "expected 19 widths"),
+     (lambda: macs("vgg11", None, "tinyimagenet"), "no variant"),
+     (lambda: macs_counter("vgg11", "cifar10", convcut=True), "no shortcuts"),
      (lambda: create_model("vgg11", None, "tinyimagenet"), "no variant"),
      (lambda: create_model("vgg11", None, "imagenet"), "unknown dataset 'imagenet'"),
      (lambda: create_model("vgg11", None, "cifar10", convcut=True), "no shortcuts"),
@@ -103,3 +118,60 @@ def test_gates_cover_every_width():
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# --- multiply-accumulates ---------------------------------------------------------------------------------
+
+
+def flop_counter_macs(model: torch.nn.Module, dataset: str) -> int:
+    """FlopCounterMode's total for one random image of the dataset's size, halved (it counts 2 flops per MAC)."""
+    size = 64 if dataset == "tinyimagenet" else 32
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.eval()(torch.randn(1, 3, size, size))
+    flops = counter.get_total_flops()
+    assert flops % 2 == 0
+    return flops // 2
+
+
+@pytest.mark.parametrize("arch,dataset,convcut", VARIANTS)
+def test_macs_equals_flop_counter(arch, dataset, convcut):
+    rng = np.random.default_rng(zlib.crc32(f"{arch}/{dataset}/{convcut}".encode()))
+    d = np.array(default_widths(arch))
+    cases = [None] + [rng.integers(1, 2 * d + 1).tolist() for _ in range(3)]  # defaults, then 1..2x default
+    count = macs_counter(arch, dataset, convcut)
+    for widths in cases:
+        expected = flop_counter_macs(create_model(arch, widths, dataset, convcut), dataset)
+        assert macs(arch, widths, dataset, convcut) == expected
+        assert count(default_widths(arch) if widths is None else widths) == expected
+
+
+@pytest.mark.parametrize(
+    "arch,dataset,convcut,expected",
+    [("vgg11", "cifar10", False, 152_769_536), ("vgg11", "cifar100", False, 152_815_616),
+     ("resnet18", "cifar10", False, 555_422_720), ("resnet18", "tinyimagenet", False, 565_022_720),
+     ("resnet18", "tinyimagenet", True, 581_799_936), ("mobilenetv2", "cifar10", False, 26_578_944),
+     ("mobilenetv2", "tinyimagenet", False, 70_426_112), ("mobilenetv2", "tinyimagenet", True, 72_826_368)],
+)
+def test_default_macs(arch, dataset, convcut, expected):
+    assert macs(arch, None, dataset, convcut) == expected
+
+
+def test_vgg11_quarter_width_macs():
+    # The project's measurement: VGG11 at uniform r=0.25 costs 9.9M multiply-accumulates per CIFAR-10 image.
+    widths = uniform_widths("vgg11", 0.25)
+    assert macs("vgg11", widths, "cifar10") == 9_880_832
+    assert round(macs("vgg11", widths, "cifar10") / 1e6, 1) == 9.9
+    # MACs scale as r^2 except the first conv's (3 input channels) and the classifier's (r): a bit over 1/16.
+    assert 15 < macs("vgg11", None, "cifar10") / macs("vgg11", widths, "cifar10") < 16
+
+
+@pytest.mark.parametrize("arch,dataset,convcut", VARIANTS)
+def test_macs_grow_with_widths(arch, dataset, convcut):
+    count = macs_counter(arch, dataset, convcut)
+    got = [count(uniform_widths(arch, r)) for r in (0.125, 0.25, 0.5, 1.0, 2.0)]
+    assert got == sorted(set(got))
+    base = [8] * len(default_widths(arch))
+    for i in range(len(base)):
+        assert count(base[:i] + [base[i] + 1] + base[i + 1:]) > count(base)
+    # Without a model: a fast closure, as cheap as the parameter counter.
+    assert param_counter(arch, dataset, convcut)(base) == param_count(arch, base, dataset, convcut)

@@ -1,10 +1,14 @@
 """Figure builders (readable: titles, axis titles, legends), the save helper, and the budget slider's callback."""
 
+import dataclasses
+
 import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from nslab import explorer, figures, plots, powerlaw, results
+from nslab import explorer, figures, io, plots, powerlaw
+from nslab import tables as results
+from nslab.methods import morphnet_base
 from nslab.models import param_count, uniform_widths
 
 
@@ -130,16 +134,28 @@ def test_slider_range_and_ratio_table(fit):
 def test_morphnet_base_keeps_half_the_channels(fit):
     assert sum(fit.morphnet_base) == pytest.approx(0.5 * 2752, rel=0.01)
     with pytest.raises(ValueError):
-        explorer.morphnet_base(fit.law, "vgg11", keep=0)
+        morphnet_base(dataclasses.replace(fit.context, morphnet_keep=0))
 
 
-def test_available_fits_finds_project_fits(tmp_path, fit):
-    powerlaw.save_fit(tmp_path / "run" / "iter_01" / "fit.json", fit.law, arch="vgg11", dataset="cifar10",
-                      iteration=1)
+def test_available_fits_finds_project_searches(tmp_path, fit, ref_dir):
+    # a search run directory as architecture descent writes it, from the authors' iteration-1 trajectory
+    run = tmp_path / "descent" / "vgg11_cifar10_pe10_abc"
+    w = io.read_trajectory(ref_dir / "vgg_10_eff_c10_1.csv")
+    law = powerlaw.fit_power_law(w, "vgg11", "cifar10")
+    io.write_json(run / "settings.json", {"arch": "vgg11", "dataset": "cifar10", "convcut": False,
+                                          "search": {"start_ratio": 1.0}})
+    io.write_trajectory(run / "iter_01" / "trajectory.csv", w, [param_count("vgg11", r) for r in w.tolist()])
+    powerlaw.save_fit(run / "iter_01" / "fit.json", law, arch="vgg11", dataset="cifar10", iteration=1)
+    gen = powerlaw.widths_for_budget(law, "vgg11", "cifar10", 9_231_114)
+    io.write_json(run / "iter_01" / "summary.json", {
+        "start_widths": [64, 128, 256, 256, 512, 512, 512, 512], "change_from_previous": 0.1,
+        "generated": {"widths": gen.widths, "params": gen.params, "target": gen.target, "rel_error": gen.rel_error}})
     fits = explorer.available_fits([tmp_path])
     assert "authors: vgg11-cifar100, iteration 1" in fits
-    mine = [f for n, f in fits.items() if n.startswith("this project")]
-    assert len(mine) == 1 and mine[0].law.beta == fit.law.beta
+    mine = fits["this project: vgg11_cifar10_pe10_abc, iteration 1"]
+    assert mine.law == law and mine.context.trajectory is not None
+    # MorphNet's network is read off the trajectory itself: a recorded row with half the channels
+    assert morphnet_base(mine.context) in w.tolist()
 
 
 def test_explorer_widget_builds(fit):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from nslab.data import synthetic_data
-from nslab.models import create_model, default_widths, param_count
+from nslab.models import create_model, default_widths, param_count, uniform_widths
 from nslab.prune import (
     BNScale,
     L1Norm,
@@ -294,3 +294,111 @@ def test_released_stop_rule_counts():
 def test_class_count_mismatch_is_an_error(data):
     with pytest.raises(ValueError, match="100 classes"):
         prune("vgg11", data, FAST, widths=TINY["vgg11"], dataset="cifar100", progress=False)
+
+
+# --- resumable pruning ----------------------------------------------------------------------------------
+
+# A smoke prune: 5 batches per epoch, a prune step every 2 (so checkpoints fall mid-epoch and on epoch
+# ends), one pre-training epoch, physical shrinks from the second step on, 6 recorded rows.
+_RESUMABLE = """
+import torch
+torch.set_num_threads(1)
+from nslab.data import synthetic_data
+from nslab.models import uniform_widths
+from nslab.prune import PruneSettings, prune
+data = synthetic_data(train_per_class=16, test_per_class=2)
+SETTINGS = PruneSettings(channels_per_step=16, batches_per_step=2, batch_size=32, pretrain_epochs=1,
+                         stop_fraction=0.05, lr_decay_every=1)
+WIDTHS = uniform_widths("vgg11", 0.125)
+"""
+
+
+def _smoke_prune(run_dir=None, on_row=None):
+    ns: dict = {}
+    exec(_RESUMABLE, ns)
+    return ns["prune"]("vgg11", ns["data"], ns["SETTINGS"], widths=ns["WIDTHS"], seed=3, progress=False,
+                       on_row=on_row, run_dir=run_dir)
+
+
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # bit-identity needs the same thread count in both processes
+    yield
+    torch.set_num_threads(n)
+
+
+def test_prune_killed_mid_run_resumes_to_the_uninterrupted_trajectory(tmp_path, one_thread):
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "prune"
+    # the child dies hard (no cleanup, no exception handling) inside on_row of its 3rd row
+    kill = _RESUMABLE + f"""
+import os
+def on_row(w, p):
+    if len(w) == 3:
+        os._exit(17)
+prune("vgg11", data, SETTINGS, widths=WIDTHS, seed=3, progress=False, on_row=on_row, run_dir={str(run)!r})
+"""
+    child = subprocess.run([sys.executable, "-c", kill], capture_output=True, text=True, env=os.environ.copy())
+    assert child.returncode == 17, child.stderr
+    ckpt = torch.load(run / "prune_checkpoint.pt", weights_only=True)
+    assert len(ckpt["pruner"]["rows"]) == 3 and ckpt["pretrained"] == 1
+    assert ckpt["pruner"]["phys"] != ckpt["settings"]["start_widths"]  # resumes a physically shrunk network
+
+    seen = []
+    resumed = _smoke_prune(run, on_row=lambda w, p: seen.append(len(w)))
+    full = _smoke_prune()
+    assert full.widths.dtype == resumed.widths.dtype == np.int64 and len(full.widths) == 6
+    assert np.array_equal(resumed.widths, full.widths) and np.array_equal(resumed.params, full.params)
+    assert resumed.losses == full.losses and resumed.steps == full.steps
+    assert resumed.final_widths == full.final_widths and resumed.stop_reason == full.stop_reason
+    assert seen == [4, 5, 6]  # the finished steps were not redone
+    assert not run.exists()  # a finished run leaves no checkpoint (and no empty run directory)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after_first_row(w, p):
+    raise _Stop
+
+
+def test_prune_checkpoint_of_other_settings_is_refused(data, tmp_path):
+    run = tmp_path / "run"
+    s = dataclasses.replace(FAST, stop_fraction=0.2)
+    with pytest.raises(_Stop):
+        prune("vgg11", data, s, widths=TINY["vgg11"], seed=1, progress=False, run_dir=run,
+              on_row=_stop_after_first_row)
+    assert (run / "prune_checkpoint.pt").exists()
+    with pytest.raises(ValueError, match=r"other settings \(seed: saved 1, now 2; prune.lr: saved 0.05, now 0.1\)"):
+        prune("vgg11", data, dataclasses.replace(s, lr=0.1), widths=TINY["vgg11"], seed=2, progress=False,
+              run_dir=run)
+    with pytest.raises(ValueError, match=r"start_widths: saved \[6, 8, 8"):
+        prune("vgg11", data, s, widths=[8] * 8, seed=1, progress=False, run_dir=run)
+    with pytest.raises(ValueError, match="criterion: saved 'taylor_fo', now 'l1'"):
+        prune("vgg11", data, s, widths=TINY["vgg11"], seed=1, progress=False, run_dir=run, criterion="l1")
+    # the same settings resume, and agree with a run that never stopped
+    res = prune("vgg11", data, s, widths=TINY["vgg11"], seed=1, progress=False, run_dir=run)
+    full = prune("vgg11", data, s, widths=TINY["vgg11"], seed=1, progress=False)
+    assert np.array_equal(res.widths, full.widths) and np.array_equal(res.params, full.params)
+    assert not run.exists()
+
+
+def test_pretrain_accuracy_is_recorded_and_a_floor_stops_before_pruning(data, tmp_path):
+    s = PruneSettings(channels_per_step=8, batches_per_step=1, batch_size=16, pretrain_epochs=1, lr=0.05)
+    w = uniform_widths("vgg11", 0.125)
+    res = prune("vgg11", data, s, widths=w, progress=False)
+    assert res.pretrain_accuracy is not None and 0 <= res.pretrain_accuracy <= 100
+    rows = []
+    floor = dataclasses.replace(s, min_pretrain_accuracy=res.pretrain_accuracy + 0.01)
+    with pytest.raises(ValueError, match=r"pre-training reached .*% test accuracy after 1 epoch\(s\), below the "
+                                         r"search's floor of .*%; pruning was not started"):
+        prune("vgg11", data, floor, widths=w, progress=False, run_dir=tmp_path,
+              on_row=lambda *a: rows.append(a))
+    assert rows == []  # no step was pruned, no row recorded
+    ok = dataclasses.replace(s, min_pretrain_accuracy=res.pretrain_accuracy)
+    assert prune("vgg11", data, ok, widths=w, progress=False).pretrain_accuracy == res.pretrain_accuracy

@@ -1,13 +1,13 @@
-"""Profiles, paths and the papermill runner (failures name the notebook and the cell)."""
+"""Presets, paths and the papermill runner (failures name the notebook and the cell)."""
 
-import argparse
 import json
 
 import nbformat
 import pytest
 
-from nslab import cli_reproduce, reproduce
+from nslab import config, reproduce
 from nslab.cli import main as cli_main
+from nslab.paths import paths
 
 
 def write_nb(path, *sources):
@@ -19,16 +19,16 @@ def write_nb(path, *sources):
     nbformat.write(nb, path)
 
 
-def test_profiles():
-    assert set(reproduce.PROFILES) == {"smoke", "cpu", "paper"}
+def test_presets():
+    assert set(config.PRESETS) == {"smoke", "cpu", "paper"}
     with pytest.raises(ValueError, match="accepted: smoke, cpu, paper"):
-        reproduce.profile("fast")
-    cpu = reproduce.profile("cpu")
+        config.preset("fast")
+    cpu = config.preset("cpu")
     assert cpu.benchmark[0].arch == "vgg11" and cpu.benchmark[0].dataset == "cifar10"
-    assert len(cpu.benchmark[0].seeds_at(0.25)) >= 2  # the issue: at least two seeds at ratio 0.25
+    assert len(cpu.benchmark[0].seeds_at(0.25)) >= 2  # at least two seeds at ratio 0.25
     assert {s.arch for s in cpu.pretrain} == {"vgg11", "mobilenetv2"}
     assert [s.arch for s in cpu.convcut] == ["mobilenetv2", "resnet18"]
-    paper = reproduce.profile("paper")
+    paper = config.preset("paper")
     assert {(s.arch, s.dataset) for s in paper.benchmark if s.table == 1} == {
         ("vgg11", "cifar10"), ("mobilenetv2", "cifar100"), ("resnet18", "tinyimagenet")}
     assert paper.benchmark[0].seeds == (0, 1, 2, 3, 4)
@@ -38,10 +38,10 @@ def test_paths_defaults(tmp_path, monkeypatch):
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "pyproject.toml").write_text("")
     monkeypatch.chdir(tmp_path / "notebooks")  # JupyterLab runs notebooks from notebooks/
-    p = reproduce.paths("cpu")
+    p = paths("cpu")
     assert p.figures == tmp_path / "figures" and p.results == tmp_path / "results" / "cpu"
-    assert reproduce.paths("smoke").figures == tmp_path / "build" / "smoke" / "figures"
-    assert reproduce.paths("cpu", "x", "y", "z").data_root.name == "z"
+    assert paths("smoke").figures == tmp_path / "build" / "smoke" / "figures"
+    assert paths("cpu", "x", "y", "z").data_root.name == "z"
 
 
 def test_list_notebooks_order_and_only(tmp_path):
@@ -69,18 +69,18 @@ def test_failure_names_the_notebook_and_the_cell(tmp_path):
     assert (tmp_path / "b" / "01_ok.smoke.ipynb").exists() and not (tmp_path / "b" / "03_never.smoke.ipynb").exists()
 
 
-def test_cli_handler(tmp_path):
+def test_reproduce_turns_widgets_off_whatever_the_notebook_says(tmp_path):
+    # JupyterLab autosaves: a notebook saved with INTERACTIVE = True must still run headless
     nbs = tmp_path / "nbs"
     nbs.mkdir()
-    write_nb(nbs / "01_ok.ipynb", "assert PROFILE == 'cpu'")
-    parser = argparse.ArgumentParser()
-    cli_reproduce.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["reproduce", "--profile", "cpu", "--only", "01", "--notebooks-dir", str(nbs),
-                              "--build-dir", str(tmp_path / "b")])
-    out = args.func(args)
-    assert out["profile"] == "cpu" and [n["notebook"] for n in out["notebooks"]] == ["01_ok.ipynb"]
-    with pytest.raises(SystemExit):
-        parser.parse_args(["reproduce", "--profile", "gpu"])
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell('PROFILE = "cpu"\nINTERACTIVE = True')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("assert INTERACTIVE is False, INTERACTIVE")]
+    nbformat.write(nb, nbs / "01_saved_interactive.ipynb")
+    done = reproduce.run_notebooks("smoke", notebooks_dir=nbs, build_dir=tmp_path / "b", progress=False)
+    assert [d["notebook"] for d in done] == ["01_saved_interactive.ipynb"]
 
 
 def test_cli_stdout_is_one_json_object(tmp_path, capsys):

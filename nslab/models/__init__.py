@@ -1,4 +1,4 @@
-"""Width-vector model builders, their registry and exact parameter counts."""
+"""Width-vector model builders, their registry, exact parameter counts and MACs."""
 
 from .common import Gate
 from .registry import (
@@ -6,6 +6,8 @@ from .registry import (
     create_model,
     default_widths,
     get_arch,
+    macs,
+    macs_counter,
     param_count,
     param_counter,
     uniform_widths,
@@ -17,6 +19,8 @@ __all__ = [
     "create_model",
     "default_widths",
     "get_arch",
+    "macs",
+    "macs_counter",
     "param_count",
     "param_counter",
     "uniform_widths",

@@ -87,3 +87,15 @@ def count(widths: Sequence[int], num_classes: int, variant: str, convcut: bool) 
         total += conv_bn_count(hid, cout, 1, True) + (conv_bn_count(cin, cout, 1, True) if conv else 0)
     total += conv_bn_count(widths[-2], widths[-1], 1, bias=True)
     return total + widths[-1] * num_classes + num_classes
+
+
+def macs(widths: Sequence[int], num_classes: int, variant: str, convcut: bool, image_size: int) -> int:
+    """Conv and linear multiply-accumulates for one ``image_size`` x ``image_size`` image (see registry.macs)."""
+    h = image_size  # the stem keeps the size
+    total = h * h * 27 * widths[0]
+    for cin, hid, cout, stride, conv in _block_plan(widths, variant, convcut):
+        ho = (h - 1) // stride + 1  # the depthwise 3x3 (pad 1) and the 1x1 shortcut share this output size
+        total += h * h * cin * hid + ho * ho * (9 * hid + hid * cout + (cin * cout if conv else 0))
+        h = ho
+    total += h * h * widths[-2] * widths[-1]
+    return total + widths[-1] * num_classes  # the classifier: a 1x1 conv on the pooled 1x1 map

@@ -1,4 +1,4 @@
-"""The architecture registry: names -> builders, default widths and closed-form parameter counts."""
+"""The architecture registry: names -> builders, default widths, closed-form parameter and MACs counts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..datasets import DatasetSpec, dataset_spec
+from ..data import DatasetSpec, dataset_spec
 from . import mobilenet, resnet, vgg
 from .common import check_widths
 
@@ -23,6 +23,8 @@ class Arch:
         has_shortcuts: whether ``convcut`` applies.
         build: ``(widths, num_classes, variant, convcut) -> nn.Module``.
         count: ``(widths, num_classes, variant, convcut) -> int``, the closed-form parameter count.
+        macs: ``(widths, num_classes, variant, convcut, image_size) -> int``, the closed-form
+            multiply-accumulates of one image (see :func:`macs`).
     """
 
     name: str
@@ -31,13 +33,17 @@ class Arch:
     has_shortcuts: bool
     build: Callable[..., nn.Module]
     count: Callable[..., int]
+    macs: Callable[..., int]
 
 
 ARCHS: dict[str, Arch] = {
-    "vgg11": Arch("vgg11", tuple(vgg.DEFAULT_WIDTHS), ("cifar",), False, vgg.build, vgg.count),
-    "resnet18": Arch("resnet18", tuple(resnet.DEFAULT_WIDTHS), ("cifar", "tiny"), True, resnet.build, resnet.count),
+    "vgg11": Arch("vgg11", tuple(vgg.DEFAULT_WIDTHS), ("cifar",), False, vgg.build, vgg.count, vgg.macs),
+    "resnet18": Arch(
+        "resnet18", tuple(resnet.DEFAULT_WIDTHS), ("cifar", "tiny"), True, resnet.build, resnet.count, resnet.macs
+    ),
     "mobilenetv2": Arch(
-        "mobilenetv2", tuple(mobilenet.DEFAULT_WIDTHS), ("cifar", "tiny"), True, mobilenet.build, mobilenet.count
+        "mobilenetv2", tuple(mobilenet.DEFAULT_WIDTHS), ("cifar", "tiny"), True, mobilenet.build, mobilenet.count,
+        mobilenet.macs,
     ),
 }
 
@@ -125,3 +131,33 @@ def param_counter(arch: str, dataset: str | DatasetSpec = "cifar10", convcut: bo
     """A fast ``widths -> count`` closure without per-call validation, for solvers that call it often."""
     a, spec = _resolve(arch, dataset, convcut)
     return lambda widths: a.count(widths, spec.num_classes, spec.variant, convcut)
+
+
+def macs(
+    arch: str, widths: Sequence[int] | None, dataset: str | DatasetSpec = "cifar10", convcut: bool = False
+) -> int:
+    """Exact multiply-accumulates (MACs) of ``create_model(arch, widths, dataset, convcut)`` for one image.
+
+    Closed form, no model is built (microseconds). Counted, per image (batch 1) of the dataset's size
+    (32x32 CIFAR, 64x64 TinyImageNet): the MACs of every convolution, ``H_out * W_out * C_out *
+    (C_in / groups) * k_h * k_w`` (stems, 3x3 and 1x1 convs, depthwise convs, 1x1 projection shortcuts,
+    MobileNetV2's 1x1 classifier), and of every linear layer, ``in * out`` (the classifier). This is
+    exactly half the total of ``torch.utils.flop_counter.FlopCounterMode`` on a forward pass, which counts
+    2 flops per MAC. Not counted (as FlopCounterMode does not): conv and linear biases, BatchNorm, ReLU /
+    ReLU6, max and average pooling, the residual additions, and the gates (identities).
+
+    Args:
+        arch, widths, dataset, convcut: as for :func:`create_model`.
+
+    Returns:
+        The MACs count (int).
+    """
+    a, spec = _resolve(arch, dataset, convcut)
+    w = check_widths(arch, a.default_widths if widths is None else widths, len(a.default_widths))
+    return a.macs(w, spec.num_classes, spec.variant, convcut, spec.image_size)
+
+
+def macs_counter(arch: str, dataset: str | DatasetSpec = "cifar10", convcut: bool = False) -> Callable[..., int]:
+    """A fast ``widths -> MACs`` closure (as :func:`macs`) without per-call validation, like :func:`param_counter`."""
+    a, spec = _resolve(arch, dataset, convcut)
+    return lambda widths: a.macs(widths, spec.num_classes, spec.variant, convcut, spec.image_size)

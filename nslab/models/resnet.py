@@ -81,3 +81,13 @@ def count(widths: Sequence[int], num_classes: int, variant: str, convcut: bool) 
     for cin, mid, cout, _, proj in _block_plan(widths, variant, convcut):
         total += 2 * cin + 9 * cin * mid + 2 * mid + 9 * mid * cout + (cin * cout if proj else 0)
     return total + 2 * widths[-1] + widths[-1] * num_classes + num_classes
+
+
+def macs(widths: Sequence[int], num_classes: int, variant: str, convcut: bool, image_size: int) -> int:
+    """Conv and linear multiply-accumulates for one ``image_size`` x ``image_size`` image (see registry.macs)."""
+    h = image_size  # the stem keeps the size
+    total = h * h * 27 * widths[0]
+    for cin, mid, cout, stride, proj in _block_plan(widths, variant, convcut):
+        h = (h - 1) // stride + 1  # conv1 (3x3, pad 1) and the 1x1 shortcut share this output size
+        total += h * h * (9 * cin * mid + 9 * mid * cout + (cin * cout if proj else 0))
+    return total + widths[-1] * num_classes

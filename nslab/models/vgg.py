@@ -64,3 +64,14 @@ def count(widths: Sequence[int], num_classes: int, variant: str, convcut: bool) 
         total += conv_bn_count(cin, w, 3, bias=True)
         cin = w
     return total + cin * num_classes + num_classes
+
+
+def macs(widths: Sequence[int], num_classes: int, variant: str, convcut: bool, image_size: int) -> int:
+    """Conv and linear multiply-accumulates for one ``image_size`` x ``image_size`` image (see registry.macs)."""
+    total, cin, h = 0, 3, image_size
+    for i, w in enumerate(widths):
+        total += h * h * 9 * cin * w  # 3x3, stride 1, padding 1: the size is kept
+        if i in _POOL_AFTER:
+            h //= 2
+        cin = w
+    return total + cin * num_classes

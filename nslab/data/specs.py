@@ -1,4 +1,4 @@
-"""Dataset names and their fixed facts (classes, image size, normalisation).
+"""Dataset names and their fixed facts (classes, image size, normalisation, CIFAR-10's class order).
 
 One table shared by the model registry (number of classes, CIFAR vs TinyImageNet variant) and the data
 pipeline (image size, normalisation), so the two can never disagree.
@@ -7,6 +7,8 @@ pipeline (image size, normalisation), so the two can never disagree.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+__all__ = ["CIFAR10_CLASSES", "DATASETS", "DatasetSpec", "dataset_spec"]
 
 
 @dataclass(frozen=True)
@@ -51,9 +53,21 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
 }
 
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+"""torchvision's CIFAR-10 class order (label index = position)."""
+
 
 def dataset_spec(name: str) -> DatasetSpec:
-    """Return the spec of dataset ``name``; raise ``ValueError`` naming the accepted names."""
+    """The spec of dataset ``name``.
+
+    Args:
+        name: a key of :data:`DATASETS` (``"cifar10"``, ``"cifar100"``, ``"tinyimagenet"``).
+
+    Raises:
+        ValueError: an unknown name (or not a string); the message lists the accepted names.
+    """
     try:
         return DATASETS[name]
     except (KeyError, TypeError):

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from nslab import results
-from nslab.results import ResultsStore, RunSpec
+from nslab import tables as results
+from nslab.store import ResultsStore, RunSpec
 
 
 def spec(**kw) -> RunSpec:
@@ -18,8 +18,10 @@ def test_key_is_stable_and_changes_with_every_setting():
     assert spec().key == spec().key
     keys = {spec().key, spec(seed=1).key, spec(ratio=0.5).key, spec(widths=(16,) * 8).key,
             spec(recipe={"name": "cpu", "epochs": 5}).key, spec(convcut=True).key,
-            spec(tags=(("pretrain_epochs", 0),)).key, spec(method="morphnet").key}
-    assert len(keys) == 8
+            spec(tags=(("pretrain_epochs", 0),)).key, spec(method="morphnet").key,
+            spec(protocol={"test_subset": 2000}).key, spec(protocol={"latency": {"batch": 8}}).key,
+            spec(protocol={"device": "cuda"}).key, spec(protocol={"data": {"hash": "x"}}).key}
+    assert len(keys) == 12
     assert spec().run_id.startswith("uniform_vgg11_cifar10_r0.25_s0_")
 
 

@@ -1,0 +1,248 @@
+"""The grid of a preset: its searches and training runs, each cached under a key of its resolved settings.
+
+Notebooks call these; every function reads finished artifacts from the results directory and computes
+(with progress bars on stderr) only what is missing:
+
+- :func:`search`: architecture descent of a setting, one run directory per resolved search
+  (``<results>/descent/<arch>_<dataset>_pe<P_e>_<key>``): notebook 01 runs iteration 1, 04 extends it,
+  05-07 read its fits.
+- :func:`run_specs` / :func:`train_runs` / :func:`benchmark`: the training runs (method x ratio x seed)
+  of a setting, one record per run in :class:`~nslab.store.ResultsStore`.
+- :func:`benchmark_all`, :func:`pretraining_study`, :func:`convcut_study`: the grids of Figures 4-11.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+
+import numpy as np
+
+from .config import Preset, Setting, digest, resolve
+from .data import ImageData, dataset_spec
+from .descent import SearchRun, architecture_descent, resolved_settings
+from .methods import Context, get_method
+from .models import param_count
+from .paths import Paths
+from .store import ResultsStore, RunSpec
+
+__all__ = ["benchmark", "benchmark_all", "context", "convcut_study", "load_data", "pretraining_study",
+           "run_specs", "search", "train_runs"]
+
+
+@lru_cache(maxsize=4)
+def _load(name: str, root: str | None, synthetic: bool) -> ImageData:
+    from .data import load_dataset, smoke_data
+
+    return smoke_data(name) if synthetic else load_dataset(name, root, progress=False)
+
+
+def load_data(p: Preset, setting: Setting, paths: Paths) -> ImageData:
+    """The dataset of ``setting`` (synthetic data of its shape under a synthetic search), loaded once."""
+    return _load(setting.dataset, str(paths.data_root) if paths.data_root else None, p.search.synthetic)
+
+
+@contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` torch CPU threads (``None``: unchanged), restoring the count afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _device() -> str:
+    from .train import resolve_device
+
+    return str(resolve_device(None))
+
+
+def search(p: Preset, setting: Setting, paths: Paths, iterations: int | None = None,
+           pretrain_epochs: int | None = None, progress: bool = True,
+           on_row: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> SearchRun:
+    """Run or resume architecture descent of ``setting`` under preset ``p``.
+
+    Args:
+        p: the preset (its search, with the setting's start ratio and prune overrides).
+        setting: arch and dataset.
+        paths: where results live (:func:`nslab.paths.paths`).
+        iterations: default the search's.
+        pretrain_epochs: P_e (default: the search's).
+        progress: tqdm bars on stderr.
+        on_row: ``on_row(iteration, widths (rows, L), params (rows,))`` after every row a running
+            iteration records (a live plot); not called for iterations read from disk.
+
+    Returns:
+        The :class:`~nslab.descent.SearchRun` of iterations 1..N.
+    """
+    ss = p.search_for(setting, pretrain_epochs, iterations)
+    data = load_data(p, setting, paths)
+    device = _device()
+    key = digest(resolved_settings(setting.arch, setting.dataset, False, ss, 0, data, device), n=10)
+    run_dir = paths.results / "descent" / f"{setting.slug}_pe{ss.prune.pretrain_epochs}_{key}"
+    with _threads(ss.threads):
+        return architecture_descent(setting.arch, setting.dataset, data, ss, run_dir, device=device,
+                                    progress=progress, on_row=on_row)
+
+
+def context(p: Preset, setting: Setting, run: SearchRun | None = None) -> Context:
+    """The methods' :class:`~nslab.methods.Context` of ``setting`` (with ``run``'s fits when given)."""
+    start_ratio = p.search_for(setting).start_ratio
+    if run is not None:
+        return Context.from_run(run, start_ratio, p.baseline.morphnet_keep)
+    return Context(setting.arch, setting.dataset, False, start_ratio, morphnet_keep=p.baseline.morphnet_keep)
+
+
+def _variant(setting: Setting) -> str:
+    return dataset_spec(setting.dataset).variant
+
+
+def run_specs(p: Preset, setting: Setting, run: SearchRun | None, methods: Sequence[str], data: ImageData,
+              ratios: Sequence[float] | None = None, tags: tuple = ()) -> list[RunSpec]:
+    """The training runs of ``methods`` x ratios x seeds of ``setting`` (Li et al.: its own ratio only).
+
+    Args:
+        p, setting: preset and setting.
+        run: the descent run the NeuralScale and MorphNet widths come from.
+        methods: method names (:data:`nslab.methods.METHODS`).
+        data: the dataset the runs train on (its fingerprint is part of every key).
+        ratios: default ``setting.ratios``; Li et al. runs at ``p.baseline.li_ratio`` (0.75) only.
+        tags: extra ``(name, value)`` pairs stored with every run (e.g. pre-training epochs).
+    """
+    ctx = context(p, setting, run)
+    recipe = resolve(p.recipe_for(setting, _variant(setting)))
+    protocol = {"test_subset": setting.test_subset, "latency": resolve(p.latency), "device": _device().split(":")[0],
+                "data": data.fingerprint()}
+    out = []
+    for name in methods:
+        m = get_method(name)
+        li = m.trains == "li"
+        for r in (p.baseline.li_ratio,) if li else tuple(ratios or setting.ratios):
+            widths = m(ctx, ctx.budget(r))
+            t = tags + ((("iteration", len(run.iterations)),) if name == "neuralscale_last" and run else ())
+            pr = {**protocol, "li": resolve(p.baseline)} if li else protocol
+            for seed in setting.seeds_at(r) if r in setting.ratios else setting.seeds:
+                out.append(RunSpec(name, setting.arch, setting.dataset, r, seed, tuple(widths), recipe, m.convcut,
+                                   t, pr))
+    return out
+
+
+def train_runs(p: Preset, setting: Setting, specs: Sequence[RunSpec], paths: Paths, progress: bool = True
+               ) -> list[dict]:
+    """Records of ``specs`` from the results store, training the missing ones (tqdm over runs).
+
+    A run trains from scratch with the preset's recipe (Li et al.: :func:`nslab.baselines.li_baseline`,
+    train-prune-fine-tune), then measures latency with the preset's protocol. The record holds ``acc``
+    (best test accuracy over epochs, %), ``params``, ``latency_ms``, ``train_seconds`` and more.
+    """
+    import torch
+
+    from .latency import measure_latency
+    from .models import create_model
+    from .train import seed_everything, train
+
+    data = load_data(p, setting, paths)
+    if setting.test_subset:
+        data = data.test_subset(setting.test_subset)
+    recipe = p.recipe_for(setting, _variant(setting))
+    store = ResultsStore(paths.results)
+    device = _device()
+
+    def compute(s: RunSpec) -> dict:
+        work = store.work_dir(s)
+        if get_method(s.method).trains == "li":
+            from .baselines import li_baseline
+
+            ctx = context(p, setting)
+            res = li_baseline(s.arch, s.dataset, data, recipe, p.baseline, ctx.budget(s.ratio).params,
+                              ctx.start_ratio, work, s.seed, device, progress=False)
+            model, hist = res.model, res.finetune_history
+        else:
+            seed_everything(s.seed)
+            model = create_model(s.arch, list(s.widths), s.dataset, s.convcut)
+            hist = train(model, data, recipe, device, s.seed, work, progress=False)
+        size = data.spec.image_size
+        # Training leaves the model channels-last; measure the plain layout, as a deployed model would
+        # run (and torch's one-thread CPU kernels corrupt memory on channels-last tiny MobileNetV2s).
+        model = model.to(memory_format=torch.contiguous_format)
+        lat = p.latency
+        lat_ms, lat_sd = measure_latency(model, (3, size, size), device, batch=lat.batch, warmup=lat.warmup,
+                                         repeat=lat.repeat)
+        res = {"acc": hist.best_test_acc, "last_acc": hist.last_test_acc, "epochs": len(hist.records),
+               "params": param_count(s.arch, list(s.widths), s.dataset, s.convcut), "trained_widths": list(s.widths),
+               "latency_ms": lat_ms, "latency_std_ms": lat_sd, "device": device,
+               "train_seconds": hist.seconds, "threads": torch.get_num_threads()}
+        shutil.rmtree(work, ignore_errors=True)  # checkpoints were only for resuming; the record is the result
+        return res
+
+    return store.ensure(list(specs), compute, desc=f"{setting.arch}/{setting.dataset} runs", progress=progress)
+
+
+def benchmark(p: Preset, setting: Setting, paths: Paths, methods: Sequence[str] | None = None,
+              run: SearchRun | None = None, ratios: Sequence[float] | None = None, tags: tuple = (),
+              progress: bool = True) -> tuple[SearchRun | None, list[dict]]:
+    """Descent (when a method needs it) plus every training run of ``setting``: ``(run, records)``."""
+    methods = tuple(methods or setting.methods or p.methods)
+    if run is None and any(get_method(m).needs_search for m in methods):
+        run = search(p, setting, paths, progress=progress)
+    specs = run_specs(p, setting, run, methods, load_data(p, setting, paths), ratios, tags)
+    return run, train_runs(p, setting, specs, paths, progress)
+
+
+def benchmark_all(p: Preset, paths: Paths, progress: bool = True) -> list[tuple[Setting, list[dict], list[dict]]]:
+    """Every benchmark setting of ``p``: ``(setting, records, summary)`` with summary by method and ratio."""
+    from .tables import summarize
+
+    out = []
+    for s in p.benchmark:
+        _, recs = benchmark(p, s, paths, progress=progress)
+        out.append((s, recs, summarize(recs)))
+    return out
+
+
+def pretraining_study(p: Preset, setting: Setting, paths: Paths, progress: bool = True
+                      ) -> tuple[dict, list[dict], list[dict]]:
+    """Figures 6-9 / Tables 3-4: search with each P_e, train the last iteration's networks and uniform.
+
+    Returns:
+        ``(panels, records, summary)``: ``{"r = 0.25 (...)": {"P_e = 0": widths}}`` (configurations of the
+        last iteration), every run's record, and the summary by (method, pretrain_epochs, ratio) where
+        uniform has ``pretrain_epochs`` ``None``.
+    """
+    from .tables import summarize
+
+    _, recs = benchmark(p, setting, paths, methods=("uniform",), progress=progress)
+    panels: dict = {}
+    last = get_method("neuralscale_last")
+    for pe in setting.pretrain_epochs or p.pretrain_epochs:
+        run = search(p, setting, paths, iterations=p.study_iterations, pretrain_epochs=pe, progress=progress)
+        ctx = context(p, setting, run)
+        for r in setting.ratios:
+            b = ctx.budget(r)
+            panels.setdefault(f"r = {r:g} ({b.params / 1e6:.3g}M parameters)", {})[f"P_e = {pe}"] = last(ctx, b)
+        _, more = benchmark(p, setting, paths, methods=("neuralscale_last",), run=run,
+                            tags=(("pretrain_epochs", pe),), progress=progress)
+        recs += more
+    return panels, recs, summarize(recs, by=("method", "pretrain_epochs", "ratio"))
+
+
+def convcut_study(p: Preset, setting: Setting, paths: Paths, progress: bool = True
+                  ) -> tuple[list[dict], list[dict]]:
+    """Figures 10-11 / Tables 5-6: uniform, MorphNet, uniform with conv shortcuts, NeuralScale 1 and last.
+
+    Returns:
+        ``(records, summary)`` with the summary by (method, ratio).
+    """
+    from .tables import summarize
+
+    run = search(p, setting, paths, iterations=p.study_iterations, progress=progress)
+    methods = ("uniform", "morphnet", "uniform_convcut", "neuralscale_it1", "neuralscale_last")
+    _, recs = benchmark(p, setting, paths, methods=methods, run=run, progress=progress)
+    return recs, summarize(recs)

@@ -1,0 +1,218 @@
+"""Which tensors each width entry governs, masks at the gates, and exact physical shrinking.
+
+Pruning a channel means its gate output is zero from then on (:func:`apply_masks`). Where that can be
+done exactly by removing weights, the network is rebuilt smaller (:func:`shrink_model`): surviving
+weights *and* the optimiser state are sliced over, so the rebuilt network computes what the masked one
+did. Which width entries shrink exactly (:func:`shrinkable_layers`):
+
+- ``vgg11``: all 8 (a gate feeds only the next conv, or the head).
+- ``resnet18``: the 8 middle widths (odd indices: ``conv1 -> bn2 -> gate_mid -> conv2``). The residual
+  stream widths (even indices) are masked instead: PreAct blocks take an identity shortcut from the raw
+  input but a projection from ``relu(bn1(x))``, so a block whose identity shortcut would turn into a
+  projection after removing a channel cannot reproduce the identity on the raw input.
+- ``mobilenetv2``: the head width (index 18). The stem and block outputs are masked: a block's hidden
+  width is tied to ``6 x`` its input width, so removing an input channel removes hidden channels that
+  are not tied to it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .data import DatasetSpec
+from .models import Gate, create_model, default_widths, get_arch
+
+__all__ = ["apply_masks", "channel_map", "empty_model", "find_gates", "shrink_model", "shrinkable_layers"]
+
+Dataset = str | DatasetSpec
+
+
+# --------------------------------------------------------------------------------------------------------
+# structure: which tensors each width entry governs
+
+
+def find_gates(model: nn.Module) -> dict[int, Gate]:
+    """The model's :class:`~nslab.models.Gate` modules by width index (0..L-1)."""
+    gates = {m.index: m for m in model.modules() if isinstance(m, Gate)}
+    if sorted(gates) != list(range(len(gates))):
+        raise ValueError(f"gate indices must be 0..L-1, found {sorted(gates)}")
+    return gates
+
+
+@functools.lru_cache(maxsize=32)
+def channel_map(arch: str, dataset: Dataset = "cifar10", convcut: bool = False) -> dict[int, tuple]:
+    """Which state-dict entries (and which dimension) each width entry indexes.
+
+    Found by building the network on the meta device at the default widths and once more with width
+    ``i`` one smaller: the dimensions that shrink by exactly one belong to entry ``i``. (Dimensions tied
+    to a width by a factor, like MobileNetV2's expansion, or tensors that appear when an identity
+    shortcut becomes a projection, are not listed: those entries are masked, never sliced.)
+
+    Returns:
+        ``{i: ((state_dict_key, dim), ...)}`` for i in 0..L-1.
+    """
+    base = default_widths(arch)
+
+    def shapes(widths: list[int]) -> dict[str, tuple[int, ...]]:
+        with torch.device("meta"):
+            m = create_model(arch, widths, dataset, convcut)
+        return {k: tuple(v.shape) for k, v in m.state_dict().items()}
+
+    ref = shapes(base)
+    out: dict[int, tuple] = {}
+    for i in range(len(base)):
+        w = list(base)
+        w[i] -= 1
+        s = shapes(w)
+        out[i] = tuple(
+            (k, d) for k, shp in ref.items() if k in s for d, n in enumerate(shp) if s[k][d] == n - 1
+        )
+    return out
+
+
+_SHRINKABLE = {"vgg11": None, "resnet18": "odd", "mobilenetv2": "last"}
+
+
+def shrinkable_layers(arch: str) -> frozenset[int]:
+    """Width indices whose pruned channels can be removed exactly (see the module docstring)."""
+    n = len(get_arch(arch).default_widths)
+    rule = _SHRINKABLE[arch]
+    if rule is None:
+        return frozenset(range(n))
+    if rule == "odd":
+        return frozenset(range(1, n, 2))
+    return frozenset({n - 1})
+
+
+# --------------------------------------------------------------------------------------------------------
+# masks
+
+
+class _Handles:
+    def __init__(self, handles: list):
+        self._handles = handles
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+def apply_masks(model: nn.Module, masks: dict[int, torch.Tensor]) -> _Handles:
+    """Zero pruned channels at the gates: gate ``i``'s output is multiplied by ``masks[i]``.
+
+    Args:
+        model: a network with gates.
+        masks: ``{i: (w_i,) float tensor of 0/1}``; read at every forward, so it may be updated in place.
+
+    Returns:
+        A handle whose ``remove()`` detaches the hooks.
+    """
+    gates = find_gates(model)
+    handles = []
+    for i, gate in gates.items():
+
+        def hook(_m, _args, out, i=i):
+            mask = masks.get(i)
+            if mask is None:
+                return None
+            return out * mask.to(out.dtype).view(1, -1, *([1] * (out.dim() - 2)))
+
+        handles.append(gate.register_forward_hook(hook))
+    return _Handles(handles)
+
+
+# --------------------------------------------------------------------------------------------------------
+# physical shrinking
+
+
+def empty_model(
+    arch: str,
+    widths: Sequence[int],
+    dataset: Dataset = "cifar10",
+    convcut: bool = False,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    channels_last: bool = False,
+) -> nn.Module:
+    """The network at ``widths`` with uninitialised storage (built on the meta device, then allocated):
+    the cheap target of a ``load_state_dict``."""
+    with torch.device("meta"):
+        model = create_model(arch, list(widths), dataset, convcut)
+    model = model.to_empty(device=device).to(dtype)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def shrink_model(
+    model: nn.Module,
+    arch: str,
+    widths: Sequence[int],
+    keep: dict[int, torch.Tensor],
+    dataset: Dataset = "cifar10",
+    convcut: bool = False,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> tuple[nn.Module, list[int], torch.optim.Optimizer | None]:
+    """Rebuild ``model`` with only the ``keep`` channels of the given shrinkable width entries.
+
+    The new network (same device, dtype, memory format and train/eval mode) holds the surviving slices
+    of every parameter and buffer, so in eval mode it computes exactly what ``model`` computes with the
+    removed channels zeroed at their gates. The optimiser state (momentum buffers) is sliced the same way.
+
+    Args:
+        model: the network, built with ``widths``.
+        arch, dataset, convcut: its architecture.
+        widths: (L,) its current physical widths.
+        keep: ``{i: sorted int64 indices of the channels of entry i to keep}``; only entries in
+            :func:`shrinkable_layers`.
+        optimizer: the optimiser over ``model``'s parameters (one param group), or ``None``.
+
+    Returns:
+        ``(new_model, new_widths, new_optimizer)`` (``None`` optimiser when none was given).
+    """
+    ok = shrinkable_layers(arch)
+    bad = sorted(set(keep) - ok)
+    if bad:
+        raise ValueError(
+            f"{arch}: width entries {bad} cannot be removed exactly (mask them); shrinkable: {sorted(ok)}"
+        )
+    new_widths = list(widths)
+    for i, idx in keep.items():
+        if len(idx) < 1:
+            raise ValueError(f"width entry {i} would keep no channel")
+        new_widths[i] = len(idx)
+    cmap = channel_map(arch, dataset, convcut)
+    slices: dict[str, list[tuple[int, torch.Tensor]]] = {}
+    for i, idx in keep.items():
+        for key, dim in cmap[i]:
+            slices.setdefault(key, []).append((dim, idx))
+
+    def cut(key: str, t: torch.Tensor) -> torch.Tensor:
+        for dim, idx in slices.get(key, ()):
+            t = t.index_select(dim, idx.to(t.device))
+        return t
+
+    ref = next(model.parameters())
+    new = empty_model(arch, new_widths, dataset, convcut, ref.device, ref.dtype)
+    new.load_state_dict({k: cut(k, v) for k, v in model.state_dict().items()})
+    if ref.dim() == 4 and ref.is_contiguous(memory_format=torch.channels_last) and not ref.is_contiguous():
+        new = new.to(memory_format=torch.channels_last)
+    new.train(model.training)
+    new_opt = None
+    if optimizer is not None:
+        if len(optimizer.param_groups) != 1:
+            raise ValueError("shrink_model carries optimisers with a single param group only")
+        names = {id(p): n for n, p in model.named_parameters()}
+        new_params = dict(new.named_parameters())
+        new_opt = type(optimizer)(new.parameters(), **optimizer.defaults)
+        new_opt.param_groups[0].update({k: v for k, v in optimizer.param_groups[0].items() if k != "params"})
+        for p, state in optimizer.state.items():
+            name = names[id(p)]
+            q = new_params[name]
+            new_opt.state[q] = {
+                k: cut(name, v) if torch.is_tensor(v) and v.shape == p.shape else v for k, v in state.items()
+            }
+    return new, new_widths, new_opt

@@ -1,0 +1,411 @@
+"""The parts of the one configuration: frozen settings of every stage and the :class:`Preset` composing them.
+
+Every class here is a frozen dataclass that resolves to plain JSON (:func:`resolve`); :func:`digest` of
+the *resolved* settings (plus a fingerprint of the data) keys every cached artifact, so changing a
+setting that changes a result never reuses an old one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import numbers
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+__all__ = [
+    "BaselineSettings",
+    "LatencySettings",
+    "Preset",
+    "PruneSettings",
+    "Recipe",
+    "SearchSettings",
+    "Setting",
+    "digest",
+    "resolve",
+    "scale_epochs",
+]
+
+
+def resolve(obj: Any) -> Any:
+    """``obj`` as plain JSON values: dataclasses become dicts, tuples lists, floats stay floats."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: resolve(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): resolve(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [resolve(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, str | bytes):  # numpy / torch scalars
+        return obj.item()
+    return obj
+
+
+def digest(*parts: Any, n: int = 16) -> str:
+    """``n`` hex digits of the SHA-1 of the canonical JSON of ``parts`` (resolved): an artifact key."""
+    blob = json.dumps(resolve(list(parts)), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(blob.encode()).hexdigest()[:n]
+
+
+# --------------------------------------------------------------------------------------------------------
+# pruning (Algorithm 1)
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    """Settings of one pruning run (Algorithm 1). Defaults are the released CIFAR protocol.
+
+    Attributes:
+        channels_per_step: k, channels removed per prune step.
+        batches_per_step: m, training minibatches between prune steps.
+        batch_size: images per minibatch.
+        pretrain_epochs: epochs of plain training of the fresh network before pruning starts.
+        pretrain_lr: learning rate of those epochs.
+        lr: learning rate once pruning starts; divided by ``lr_decay`` every ``lr_decay_every`` epochs.
+        lr_decay: divisor of the learning-rate schedule during pruning.
+        lr_decay_every: epochs between learning-rate divisions during pruning.
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay (L2).
+        stop_fraction: pruning stops once ``N - int((1 - stop_fraction) * N)`` of the N starting
+            channels remain (0.05: 138 of VGG11's 2752); in (0, 1).
+        stop_when_layer_empties: the released code's rule: stop everything when the k lowest-ranked
+            channels would empty a layer. Otherwise (default) a layer at one channel leaves the ranking.
+        shrink: rebuild the network smaller where that is exact (else mask only).
+        shrink_min_fraction: rebuild once at least this fraction of the physical channels of the
+            shrinkable layers is masked (0: after every step); in [0, 1).
+        augment: random crop + flip on training batches.
+        channels_last: run convolutions in channels-last memory format (faster on CPU).
+        min_pretrain_accuracy: test accuracy (%) the pre-trained network must reach before pruning
+            starts (``None``: no floor, e.g. on synthetic data or when studying pre-training itself).
+    """
+
+    channels_per_step: int = 10
+    batches_per_step: int = 50
+    batch_size: int = 256
+    pretrain_epochs: int = 10
+    pretrain_lr: float = 0.1
+    lr: float = 0.01
+    lr_decay: float = 1.5
+    lr_decay_every: int = 10
+    momentum: float = 0.5
+    weight_decay: float = 5e-4
+    stop_fraction: float = 0.05
+    stop_when_layer_empties: bool = False
+    shrink: bool = True
+    shrink_min_fraction: float = 0.05
+    augment: bool = True
+    channels_last: bool = False
+    min_pretrain_accuracy: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("channels_per_step", "batches_per_step", "batch_size", "lr_decay_every"):
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if not isinstance(self.pretrain_epochs, numbers.Integral) or self.pretrain_epochs < 0:
+            raise ValueError(f"pretrain_epochs must be an integer >= 0, got {self.pretrain_epochs!r}")
+        f = self.stop_fraction
+        if not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 < f < 1:
+            raise ValueError(
+                f"stop_fraction is the fraction of channels left when pruning stops and must lie "
+                f"strictly between 0 and 1, got {f!r}"
+            )
+        for name in ("pretrain_lr", "lr", "lr_decay"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        if not 0 <= self.shrink_min_fraction < 1:
+            raise ValueError(f"shrink_min_fraction must be in [0, 1), got {self.shrink_min_fraction!r}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+
+    def target_channels(self, total: int) -> int:
+        """Channels left when pruning stops: ``N - int((1 - stop_fraction) * N)`` (the released rule)."""
+        return total - int((1 - self.stop_fraction) * total)
+
+    def to_dict(self) -> dict:
+        """Plain-JSON form."""
+        return asdict(self)
+
+
+
+# --------------------------------------------------------------------------------------------------------
+# training
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named, frozen set of training settings (saved next to every run it produced).
+
+    Attributes:
+        name: recipe name (``"paper"``, ``"cpu"``, ``"smoke"`` or your own).
+        epochs: passes over the training set.
+        batch_size: training images per SGD step.
+        lr: base (peak) learning rate.
+        momentum: SGD momentum.
+        weight_decay: L2 penalty on all parameters (BatchNorm included, as in the release).
+        nesterov: Nesterov momentum.
+        schedule: ``"step"``: ``lr * gamma**k`` where k counts the milestones m with ``epoch >= m``
+            (1-based epochs, the release's ``adjust_learning_rate``); ``"linear"``: linear warm-up over
+            ``warmup_epochs`` then linear decay to 0 at the end, updated every step.
+        milestones: 1-based epochs from which the step schedule multiplies the lr by ``gamma`` again.
+        gamma: step-schedule factor.
+        warmup_epochs: linear schedule warm-up length, epochs (fractions allowed).
+        label_smoothing: cross-entropy label smoothing.
+        subset: keep only this many training images (``None``: all).
+        subset_mode: ``"balanced"`` (seeded, class-balanced) or ``"first"`` (storage order: the first
+            classes only, for a class-sorted folder dataset); see ``ImageData.subset``.
+        augment: random crop/flip(/rotation) on training batches.
+        crop_padding: zero padding of the random crop, pixels (the paper: 4; offsets are uniform in
+            ``0..2 * crop_padding``).
+        drop_last: drop the last incomplete training batch of each epoch.
+        eval_batch_size: images per evaluation batch (no effect on results).
+    """
+
+    name: str
+    epochs: int
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.5
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: str = "step"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    subset: int | None = None
+    subset_mode: str = "balanced"
+    augment: bool = True
+    crop_padding: int = 4
+    drop_last: bool = False
+    eval_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        if self.schedule not in ("step", "linear"):
+            raise ValueError(f"unknown schedule {self.schedule!r}; accepted: step, linear")
+        if self.subset is not None and self.subset < 1:
+            raise ValueError(f"subset must be >= 1 or None, got {self.subset}")
+        if self.crop_padding < 0:
+            raise ValueError(f"crop_padding must be >= 0, got {self.crop_padding}")
+        if self.subset_mode not in ("first", "balanced"):
+            raise ValueError(f"unknown subset_mode {self.subset_mode!r}; accepted: first, balanced")
+        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (``milestones`` as a list)."""
+        d = asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Recipe:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{**d, "milestones": tuple(d.get("milestones", ()))})
+
+
+def scale_epochs(r: Recipe, epochs: int) -> Recipe:
+    """``r`` with ``epochs`` passes, step milestones (and warm-up) scaled in proportion.
+
+    ``dataclasses.replace(r, epochs=n)`` keeps the milestones as they are; this keeps their positions
+    relative to the run length (e.g. paper 300 -> 30 epochs: milestones 100/200/250 -> 10/20/25).
+    """
+    f = epochs / r.epochs
+    milestones = tuple(max(1, round(m * f)) for m in r.milestones)
+    return dataclasses.replace(r, epochs=epochs, milestones=milestones, warmup_epochs=r.warmup_epochs * f)
+
+
+# --------------------------------------------------------------------------------------------------------
+# search, baselines, latency
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How architecture descent (Algorithms 1, 2, 4) searches.
+
+    Attributes:
+        prune: the pruning schedule of every descent iteration (Algorithm 1).
+        iterations: descent iterations.
+        train_subset: prune on this many training images (class-balanced, seeded); ``None``: all.
+        synthetic: search on synthetic data shaped like the dataset (``nslab.data.smoke_data``).
+        start_ratio: iteration 1 prunes ``uniform_widths(arch, start_ratio)`` (1.0: the default
+            network); its parameter count is the budget of every generated start network.
+        threads: torch CPU threads while searching (``None``: torch's default). Tiny smoke networks
+            lose more to a second, shared core than they gain.
+    """
+
+    prune: PruneSettings = PruneSettings()
+    iterations: int = 15
+    train_subset: int | None = None
+    synthetic: bool = False
+    start_ratio: float = 1.0
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.iterations, numbers.Integral) or isinstance(self.iterations, bool) \
+                or self.iterations < 1:
+            raise ValueError(f"iterations must be an integer >= 1, got {self.iterations!r}")
+        if not 0 < self.start_ratio <= 4:
+            raise ValueError(f"start_ratio must be in (0, 4], got {self.start_ratio!r}")
+
+
+@dataclass(frozen=True)
+class BaselineSettings:
+    """The paper's baselines.
+
+    Attributes:
+        morphnet_keep: fraction of the start network's channels MorphNet (Taylor-FO) prunes to before
+            scaling uniformly (the paper: 0.5).
+        li_ratio: the uniform ratio whose budget Li et al. prune to (the paper: 0.75).
+        li_finetune_epochs: fine-tuning epochs after the L1 pruning.
+        li_finetune_lr: fine-tuning learning rate (constant).
+        li_finetune_momentum: fine-tuning SGD momentum.
+    """
+
+    morphnet_keep: float = 0.5
+    li_ratio: float = 0.75
+    li_finetune_epochs: int = 40
+    li_finetune_lr: float = 0.001
+    li_finetune_momentum: float = 0.5
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """Latency protocol: ``repeat`` timed forward passes of ``batch`` images after ``warmup`` untimed ones."""
+
+    batch: int = 100
+    warmup: int = 20
+    repeat: int = 80
+
+
+# --------------------------------------------------------------------------------------------------------
+# the grid: settings and presets
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One network-dataset pair of a grid, and the paper element it stands in for.
+
+    Attributes:
+        arch: architecture.
+        dataset: dataset the runs use (synthetic data of its shape under a synthetic search).
+        paper_dataset: the dataset of the paper's setting it reproduces (for the "paper" columns).
+        ratios: the paper's uniform ratios r; the budget of r is the parameter count of
+            ``uniform_widths(arch, r * start_ratio)``.
+        seeds: seeds at every ratio.
+        extra_seeds: more seeds at the first ratio (the paper's headline ratio 0.25).
+        table: which paper table the setting's rows go to (1 or 2 in the benchmark).
+        methods: the methods run (``None``: the preset's).
+        start_ratio: overrides the search's start ratio for this setting (a cheaper search of a big
+            network on a CPU); budgets follow it.
+        prune: overrides of the search's :class:`PruneSettings`, as ``(field, value)`` pairs.
+        pretrain_epochs: the P_e compared in the pre-training study (``None``: the preset's).
+        train_subset: training images of this setting's from-scratch runs (``None``: the preset's).
+        test_subset: evaluate those runs on N class-balanced test images (``None``: all).
+    """
+
+    arch: str
+    dataset: str
+    paper_dataset: str
+    ratios: tuple[float, ...]
+    seeds: tuple[int, ...] = (0,)
+    extra_seeds: tuple[int, ...] = ()
+    table: int = 1
+    methods: tuple[str, ...] | None = None
+    start_ratio: float | None = None
+    prune: tuple[tuple[str, Any], ...] = ()
+    pretrain_epochs: tuple[int, ...] | None = None
+    train_subset: int | None = None
+    test_subset: int | None = None
+
+    @property
+    def slug(self) -> str:
+        """``<arch>_<dataset>``, for file names."""
+        return f"{self.arch}_{self.dataset}"
+
+    def seeds_at(self, ratio: float) -> tuple[int, ...]:
+        """Seeds run at ``ratio``."""
+        return self.seeds + (self.extra_seeds if ratio == self.ratios[0] else ())
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One named, fully resolved configuration: everything a notebook needs to run at a given cost.
+
+    Attributes:
+        name: ``"smoke"``, ``"cpu"`` or ``"paper"``.
+        search: how descent searches.
+        train: from-scratch training recipes by dataset variant: ``(("cifar", r), ("tiny", r))``.
+        epochs: cut every training recipe to this many epochs (``None``: as the recipe says).
+        train_subset: train on this many class-balanced images instead of the whole split.
+        baseline: baseline settings.
+        latency: the latency protocol.
+        study_iterations: descent iterations of the pre-training and ConvCut studies (``None``: the
+            search's).
+        descent: the setting notebooks 01, 02 and 04 search on (Figures 2-3).
+        benchmark: Figures 4-5 and Tables 1-2.
+        methods: the methods of the benchmark (names of :mod:`nslab.methods`).
+        pretrain_epochs: Figures 6-9 and Tables 3-4: the pre-training epochs P_e compared.
+        pretrain: the settings of that study (VGG11, then MobileNetV2).
+        convcut: Figures 10-11 and Tables 5-6: MobileNetV2 then ResNet18 settings.
+    """
+
+    name: str
+    search: SearchSettings
+    train: tuple[tuple[str, Recipe], ...]
+    epochs: int | None = None
+    train_subset: int | None = None
+    baseline: BaselineSettings = BaselineSettings()
+    latency: LatencySettings = LatencySettings()
+    study_iterations: int | None = None
+    descent: Setting = Setting("vgg11", "cifar10", "cifar10", (0.25, 0.75, 1.25, 2.0))
+    benchmark: tuple[Setting, ...] = ()
+    methods: tuple[str, ...] = ("uniform", "li", "morphnet", "neuralscale_it1", "neuralscale_last")
+    pretrain_epochs: tuple[int, ...] = (0, 2, 5, 10, 30, 60)
+    pretrain: tuple[Setting, ...] = ()
+    convcut: tuple[Setting, ...] = ()
+
+    def search_for(self, setting: Setting | None = None, pretrain_epochs: int | None = None,
+                   iterations: int | None = None) -> SearchSettings:
+        """The search of ``setting`` (its start ratio and prune overrides applied), P_e and iterations."""
+        s = self.search
+        changes: dict[str, Any] = dict(setting.prune) if setting is not None else {}
+        if pretrain_epochs is not None:
+            changes["pretrain_epochs"] = pretrain_epochs
+        if changes:
+            s = replace(s, prune=replace(s.prune, **changes))
+        if setting is not None and setting.start_ratio is not None:
+            s = replace(s, start_ratio=setting.start_ratio)
+        return replace(s, iterations=iterations) if iterations is not None else s
+
+    def recipe(self, variant: str) -> Recipe:
+        """The training recipe of a dataset variant (``"cifar"`` or ``"tiny"``), as the preset defines it."""
+        table = dict(self.train)
+        if variant not in table:
+            raise ValueError(f"preset {self.name!r} has no recipe for variant {variant!r}; accepted: "
+                             f"{', '.join(table)}")
+        return table[variant]
+
+    def recipe_for(self, setting: Setting, variant: str) -> Recipe:
+        """The from-scratch recipe of ``setting``: cut to :attr:`epochs`, on its class-balanced subset."""
+        r = self.recipe(variant)
+        if self.epochs is not None and self.epochs != r.epochs:
+            r = scale_epochs(r, self.epochs)
+        subset = setting.train_subset or self.train_subset
+        # class-balanced: folder datasets are stored class by class, so the first N would be one class
+        return replace(r, subset=subset, subset_mode="balanced") if subset else r
+
+    def summary(self) -> str:
+        """A few readable lines: what this preset runs (instead of the full repr)."""
+        s = self.search
+        epochs = self.epochs or self.recipe("cifar").epochs
+        return (f"preset {self.name!r}: {'synthetic data' if s.synthetic else 'real data'}; search "
+                f"{s.iterations} descent iteration(s) from width ratio {s.start_ratio:g}, "
+                f"{s.prune.channels_per_step} channels per step, P_e {s.prune.pretrain_epochs}; training "
+                f"{epochs} epochs ({self.train_subset or 'all'} images); benchmark "
+                f"{', '.join(x.slug for x in self.benchmark)}")

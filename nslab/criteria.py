@@ -1,0 +1,165 @@
+"""Channel importance criteria: a criterion maps a network to one score per channel (higher = keep).
+
+- :class:`TaylorFO` (the paper's, Molchanov et al. 2019): squared first-order Taylor estimate of the loss
+  change from removing a channel, accumulated over the minibatches between prune steps by backward hooks
+  on the gates;
+- :class:`L1Norm` (Li et al. 2017): filter L1 norm;
+- :class:`BNScale`: ``|gamma|`` of the BatchNorms over the channel.
+
+:data:`CRITERIA` names them for settings and the CLI; :func:`make_criterion` builds one by name.
+A criterion is any callable ``model -> [(w_i,) float64 scores]``; one with ``attach(model)`` /
+``detach()`` / ``reset()`` (hooks, accumulators) is re-attached to every rebuilt network and reset
+after every prune step by the pruner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .channels import Dataset, _Handles, channel_map, find_gates
+
+__all__ = ["CRITERIA", "BNScale", "L1Norm", "Scores", "TaylorFO", "gate_gradients", "make_criterion"]
+
+Scores = list[torch.Tensor]  # one (w_i,) tensor per width entry, physical channels
+
+
+class TaylorFO:
+    """Taylor-FO importance (Molchanov et al. 2019): ``I_c = (g_c * dL/dg_c)^2`` with a constant gate 1.
+
+    ``dL/dg_c = sum over batch, h, w of z * dL/dz`` at the gate's output z, L the loss whose gradient is
+    taken (the batch-mean cross-entropy in the pruner). Squared per minibatch, summed, and averaged by
+    :meth:`__call__` over the minibatches since :meth:`reset`.
+
+    Usage: ``crit.attach(model)``, train (each backward pass accumulates), ``scores = crit(model)``.
+    """
+
+    def __init__(self):
+        self._sum: dict[int, torch.Tensor] = {}
+        self._count: dict[int, int] = {}
+        self._handles = _Handles([])
+        self.last: dict[int, torch.Tensor] = {}  # signed dL/dg of the latest backward pass, (w_i,)
+
+    def attach(self, model: nn.Module) -> TaylorFO:
+        """Hook the gates of ``model`` (detaching from any previous model). Returns self."""
+        self.detach()
+        handles = []
+        for i, gate in find_gates(model).items():
+
+            def fwd(_m, _args, out, i=i):
+                if not (torch.is_grad_enabled() and out.requires_grad):
+                    return None
+                z = out.detach()
+
+                def bwd(grad, i=i, z=z):
+                    g = (z.float() * grad.float()).sum(dim=[d for d in range(z.dim()) if d != 1]).double()
+                    self.last[i] = g
+                    self._sum[i] = self._sum[i] + g * g if i in self._sum else g * g
+                    self._count[i] = self._count.get(i, 0) + 1
+
+                out.register_hook(bwd)
+                return None
+
+            handles.append(gate.register_forward_hook(fwd))
+        self._handles = _Handles(handles)
+        return self
+
+    def detach(self) -> None:
+        """Remove the hooks."""
+        self._handles.remove()
+
+    def reset(self) -> None:
+        """Forget the accumulated scores (after a prune step)."""
+        self._sum, self._count, self.last = {}, {}, {}
+
+    def __call__(self, model: nn.Module) -> Scores:
+        """Averaged scores, one (w_i,) float64 tensor per gate."""
+        n = len(find_gates(model))
+        if any(i not in self._sum for i in range(n)):
+            raise ValueError("TaylorFO has no scores: attach it and run at least one backward pass first")
+        return [(self._sum[i] / self._count[i]).cpu() for i in range(n)]
+
+
+def gate_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Scores:
+    """Signed ``dL/dg_c`` of every gate channel on one batch (L = batch-mean cross-entropy).
+
+    The first-order Taylor estimate of the loss change from removing channel c is ``-dL/dg_c``.
+
+    Args:
+        model: network with gates (its mode, train or eval, is used as is).
+        x: (B, 3, H, W) float images. y: (B,) int64 labels.
+
+    Returns:
+        One (w_i,) float64 tensor per width entry.
+    """
+    crit = TaylorFO().attach(model)
+    try:
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        return [crit.last[i].cpu() for i in range(len(crit.last))]
+    finally:
+        crit.detach()
+        model.zero_grad(set_to_none=True)
+
+
+class L1Norm:
+    """Filter L1 norm: per channel, ``sum |W|`` over the filters that produce it (Li et al. 2017).
+
+    For a width entry fed by several convolutions (a residual stream) the norms of all of them add up.
+    """
+
+    def __init__(self, arch: str, dataset: Dataset = "cifar10", convcut: bool = False):
+        self.cmap = channel_map(arch, dataset, convcut)
+
+    def __call__(self, model: nn.Module) -> Scores:
+        return _weight_scores(model, self.cmap, conv=True)
+
+
+class BNScale:
+    """BatchNorm scale: per channel, ``|gamma|`` of the BatchNorms over that channel (mean if several)."""
+
+    def __init__(self, arch: str, dataset: Dataset = "cifar10", convcut: bool = False):
+        self.cmap = channel_map(arch, dataset, convcut)
+
+    def __call__(self, model: nn.Module) -> Scores:
+        return _weight_scores(model, self.cmap, conv=False)
+
+
+def _weight_scores(model: nn.Module, cmap: dict[int, tuple], conv: bool) -> Scores:
+    params = dict(model.named_parameters())
+    out = []
+    for i in range(len(cmap)):
+        parts = []
+        for key, dim in cmap[i]:
+            p = params.get(key)
+            if p is None or dim != 0:
+                continue
+            if conv and p.dim() == 4:
+                parts.append(p.detach().abs().sum(dim=(1, 2, 3)))
+            elif not conv and p.dim() == 1 and key.endswith("weight"):
+                parts.append(p.detach().abs())
+        if not parts:
+            raise ValueError(
+                f"width entry {i} has no {'conv filter' if conv else 'BatchNorm scale'} to score"
+            )
+        s = torch.stack(parts)
+        out.append((s.sum(0) if conv else s.mean(0)).double().cpu())
+    return out
+
+
+# name -> factory ``(arch, dataset, convcut) -> criterion``
+CRITERIA: dict[str, Callable[[str, Dataset, bool], Callable[[nn.Module], Scores]]] = {
+    "taylor_fo": lambda arch, dataset="cifar10", convcut=False: TaylorFO(),
+    "l1": L1Norm,
+    "bn_scale": BNScale,
+}
+
+
+def make_criterion(name: str, arch: str, dataset: Dataset = "cifar10", convcut: bool = False):
+    """The criterion registered as ``name`` in :data:`CRITERIA`, for that architecture."""
+    if name not in CRITERIA:
+        raise ValueError(f"unknown criterion {name!r}; accepted: {', '.join(CRITERIA)}")
+    return CRITERIA[name](arch, dataset, convcut)

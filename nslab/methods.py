@@ -1,0 +1,218 @@
+"""The scaling methods compared in the paper, one registry: ``name -> fn(context, budget) -> widths``.
+
+Every method turns a parameter :class:`Budget` into a width vector for the network of a
+:class:`Context` (architecture, dataset, the start network of the search, and what the search found):
+
+- ``uniform``: the paper's baseline, ``int(w * r)`` of the start network's widths for a ratio budget,
+  else one global factor on them;
+- ``uniform_convcut``: the same widths with a convolutional shortcut in every block;
+- ``morphnet``: MorphNet (Taylor-FO): the start network pruned to ``keep`` of its channels, then one
+  global factor to the budget;
+- ``li``: Li et al.: one keep ratio of every layer's largest-L1 filters solved to the budget (its
+  training, train-prune-fine-tune, is :func:`nslab.baselines.li_baseline`);
+- ``neuralscale_it1`` / ``neuralscale_last``: Algorithm 3 with the fit of descent iteration 1 / the last.
+
+The explorer (notebook 03), the command line and the benchmark all call :func:`get_method`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .models import param_count, param_counter, uniform_widths
+from .powerlaw import PowerLaw, published_fit, scale_widths, widths_for_budget
+
+__all__ = ["METHODS", "Budget", "Context", "Method", "get_method", "keep_ratio_for_budget", "morphnet_base"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A parameter budget.
+
+    Attributes:
+        params: target number of parameters.
+        ratio: the paper's uniform ratio r that defines it (the count of ``uniform_widths(arch,
+            r * start_ratio)``), or ``None`` for a free budget (the explorer's slider).
+    """
+
+    params: int
+    ratio: float | None = None
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a method may use: the network, the start network of the search and what the search found.
+
+    Attributes:
+        arch, dataset, convcut: the network.
+        start_ratio: the search pruned ``uniform_widths(arch, start_ratio)`` (1.0: the default network).
+        laws: the descent fits, iteration 1..N (empty: only ``uniform`` and ``li`` can run).
+        trajectory: (rows, L) iteration 1's recorded widths (``None``: read MorphNet's network off
+            ``laws[0]``).
+        morphnet_keep: fraction of the start network's channels MorphNet prunes to (the paper: 0.5).
+    """
+
+    arch: str
+    dataset: str
+    convcut: bool = False
+    start_ratio: float = 1.0
+    laws: tuple[PowerLaw, ...] = ()
+    trajectory: np.ndarray | None = None
+    morphnet_keep: float = 0.5
+
+    @property
+    def start(self) -> list[int]:
+        """(L,) widths of the start network."""
+        return uniform_widths(self.arch, self.start_ratio)
+
+    def budget(self, ratio: float) -> Budget:
+        """The paper's budget of ratio ``ratio``: the count of ``uniform_widths(arch, ratio * start_ratio)``."""
+        return Budget(param_count(self.arch, uniform_widths(self.arch, ratio * self.start_ratio), self.dataset,
+                                  self.convcut), ratio)
+
+    @classmethod
+    def from_run(cls, run, start_ratio: float, morphnet_keep: float = 0.5) -> Context:
+        """The context of a :class:`nslab.descent.SearchRun` (its fits and iteration 1's trajectory)."""
+        its = run.iterations
+        return cls(run.arch, run.dataset, run.convcut, start_ratio, tuple(i.law for i in its),
+                   its[0].widths if its else None, morphnet_keep)
+
+    @classmethod
+    def published(cls, name: str, iterations: Sequence[int] = tuple(range(1, 16))) -> Context:
+        """The context of the authors' published search ``name`` (e.g. ``"vgg11-cifar10"``)."""
+        laws = [published_fit(name, k) for k in iterations]
+        _, arch, dataset = laws[0]
+        return cls(arch, dataset, laws=tuple(law for law, _, _ in laws))
+
+
+@dataclass(frozen=True)
+class Method:
+    """A scaling method.
+
+    Attributes:
+        name: registry name.
+        label: display name in tables and plots (the paper's).
+        fn: ``fn(context, budget) -> widths`` ((L,) ints).
+        needs_search: it reads the descent's fits.
+        convcut: its networks have a conv shortcut in every block.
+        trains: ``"scratch"`` (from random initialisation) or ``"li"`` (train, prune, fine-tune).
+    """
+
+    name: str
+    label: str
+    fn: Callable[[Context, Budget], list[int]]
+    needs_search: bool = False
+    convcut: bool = False
+    trains: str = "scratch"
+
+    def __call__(self, ctx: Context, budget: Budget) -> list[int]:
+        return [int(w) for w in self.fn(ctx, budget)]
+
+
+def _uniform(ctx: Context, b: Budget) -> list[int]:
+    if b.ratio is not None:
+        return uniform_widths(ctx.arch, b.ratio * ctx.start_ratio)
+    return scale_widths(ctx.start, ctx.arch, ctx.dataset, b.params, convcut=ctx.convcut).widths
+
+
+def morphnet_base(ctx: Context) -> list[int]:
+    """MorphNet (Taylor-FO)'s pruned network: the start network with ``morphnet_keep`` of its channels left.
+
+    Iteration 1 of descent prunes the start network with the search's schedule and seed, so its
+    trajectory passes through the network a separate MorphNet pruning run stopped at ``keep`` would
+    reach: the first recorded row with at most ``N - int((1 - keep) * N)`` of the start network's N
+    channels (the pruner's own stopping rule). Without a trajectory (or if recording started below that),
+    the point of iteration 1's law where that many channels remain.
+    """
+    keep = ctx.morphnet_keep
+    if not 0 < keep <= 1:
+        raise ValueError(f"morphnet_keep must be in (0, 1], got {keep}")
+    n = sum(ctx.start)
+    target = n - int((1 - keep) * n)
+    if ctx.trajectory is not None:
+        for row in ctx.trajectory:
+            if row.sum() <= target:
+                return [int(x) for x in row]
+    if not ctx.laws:
+        raise ValueError("MorphNet needs an architecture-descent run (iteration 1's trajectory or fit)")
+    law = ctx.laws[0]
+    lo, hi = 1.0, 1e15
+    for _ in range(200):  # bisection on ln tau: total channels grow with tau when every beta > 0
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if law.widths(mid).sum() < target else (lo, mid)
+    return [max(1, int(round(w))) for w in law.widths(hi)]
+
+
+def _morphnet(ctx: Context, b: Budget) -> list[int]:
+    return scale_widths(morphnet_base(ctx), ctx.arch, ctx.dataset, b.params, convcut=ctx.convcut).widths
+
+
+def keep_ratio_for_budget(arch: str, budget: float, dataset: str = "cifar10", convcut: bool = False,
+                          widths: Sequence[int] | None = None) -> tuple[float, list[int], int]:
+    """One keep ratio q for every layer, ``w_l' = max(1, round(q * w_l))``, solved to meet ``budget``.
+
+    The count is non-decreasing in q, so bisection brackets the budget; the closer of the two ends wins.
+
+    Args:
+        arch, dataset, convcut: the network.
+        budget: target parameter count, at most that of ``widths``.
+        widths: (L,) widths being pruned (default widths when ``None``).
+
+    Returns:
+        ``(q, widths, params)``.
+
+    Raises:
+        ValueError: a budget outside [count at one channel per layer, count of ``widths``].
+    """
+    base = np.asarray(uniform_widths(arch, 1.0) if widths is None else widths, dtype=float)
+    count = param_counter(arch, dataset, convcut)
+
+    def at(q: float) -> list[int]:
+        return np.maximum(1, np.rint(q * base)).astype(np.int64).tolist()
+
+    lo_p, hi_p = count(at(0.0)), count(at(1.0))
+    if not (isinstance(budget, int | float) and math.isfinite(budget)) or not lo_p <= budget <= hi_p:
+        raise ValueError(f"budget must lie between {lo_p:,} (one channel per layer) and {hi_p:,} (nothing "
+                         f"pruned) parameters, got {budget!r}")
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if count(at(mid)) <= budget else (lo, mid)
+    q = lo if budget - count(at(lo)) <= count(at(hi)) - budget else hi
+    return q, at(q), count(at(q))
+
+
+def _li(ctx: Context, b: Budget) -> list[int]:
+    return keep_ratio_for_budget(ctx.arch, b.params, ctx.dataset, ctx.convcut, ctx.start)[1]
+
+
+def _neuralscale(iteration: int) -> Callable[[Context, Budget], list[int]]:
+    def fn(ctx: Context, b: Budget) -> list[int]:
+        if not ctx.laws:
+            raise ValueError("NeuralScale needs an architecture-descent run (its fits)")
+        law = ctx.laws[iteration - 1 if iteration > 0 else iteration]
+        return widths_for_budget(law, ctx.arch, ctx.dataset, b.params, convcut=ctx.convcut).widths
+
+    return fn
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("uniform", "Uniform Scale (Baseline)", _uniform),
+    Method("li", "Li et al. (L1 pruning, fine-tuned)", _li, trains="li"),
+    Method("morphnet", "MorphNet (Taylor-FO)", _morphnet, needs_search=True),
+    Method("uniform_convcut", "Uniform Scale (ConvCut)", _uniform, convcut=True),
+    Method("neuralscale_it1", "NeuralScale (Iteration = 1)", _neuralscale(1), needs_search=True),
+    Method("neuralscale_last", "NeuralScale (last iteration)", _neuralscale(-1), needs_search=True),
+)}
+
+
+def get_method(name: str) -> Method:
+    """The method ``name``; ``ValueError`` naming the accepted ones otherwise."""
+    try:
+        return METHODS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown method {name!r}; accepted: {', '.join(METHODS)}") from None

@@ -1,0 +1,295 @@
+"""Algorithm 1's pruner: the state it carries between prune steps, as a resumable object.
+
+:class:`Pruner` holds everything Algorithm 1 carries between steps (alive channels per width entry,
+physical widths, masks, the recorded rows and their exact parameter counts, losses, the stop reason) and
+is driven by the one training loop, :func:`~nslab.loop.train_one_epoch`, through its ``on_step`` hook:
+every ``batches_per_step`` optimizer steps it ranks the channels with a criterion
+(:mod:`nslab.criteria`), removes the ``channels_per_step`` lowest globally (:func:`_select`), rebuilds
+the network smaller where that is exact and worth it (:mod:`nslab.channels`), records a row once every
+layer has lost a channel, and stops the pass at the stop fraction. :meth:`Pruner.finish` gives the
+:class:`PruneResult`. The run around it (pre-training, pruning epochs, checkpoints) is
+:func:`nslab.prune.prune`.
+
+Masked channels are excluded from the ranking and counted as removed: trajectory rows are always the
+logical widths (alive channels) and their exact :func:`~nslab.models.param_count`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .channels import Dataset, apply_masks, shrink_model, shrinkable_layers
+from .config import PruneSettings
+from .criteria import Scores, TaylorFO
+from .loop import NonFiniteLossError, Step
+from .models import param_count
+
+__all__ = ["PruneResult", "Pruner"]
+
+_DEFAULT = PruneSettings()  # the released CIFAR protocol
+
+
+@dataclass
+class PruneResult:
+    """What one pruning run produced.
+
+    Attributes:
+        widths: (rows, L) int64 trajectory: alive channels per width entry after each recorded step.
+        params: (rows,) int64 exact parameter count of each row.
+        start_widths: (L,) widths of the network pruning started from.
+        final_widths: (L,) alive channels at the end.
+        model: the final network (physically shrunk where exact, masked channels zeroed by ``masks``).
+        masks: ``{i: (w_i,) 0/1 tensor}`` of the masked entries of ``model`` (empty for VGG11 with shrink).
+        steps: prune steps taken.
+        stop_reason: ``"fraction"``, ``"layer_empties"`` or ``"no_candidates"``.
+        seconds: wall time of the pruning phase (pre-training excluded), s; summed over resumed sessions.
+        pretrain_seconds: wall time of the pre-training phase, s.
+        losses: (steps,) mean training loss over each step's minibatches.
+        pretrain_accuracy: test accuracy (%) of the network when pruning started (after pre-training).
+    """
+
+    widths: np.ndarray
+    params: np.ndarray
+    start_widths: list[int]
+    final_widths: list[int]
+    model: nn.Module
+    masks: dict[int, torch.Tensor]
+    steps: int
+    stop_reason: str
+    seconds: float
+    pretrain_seconds: float
+    losses: list[float] = field(default_factory=list)
+    pretrain_accuracy: float | None = None
+
+
+def _select(
+    scores: Scores, alive: list[torch.Tensor], n: int, empties_stop: bool
+) -> list[tuple[int, int]] | None:
+    """The ``n`` lowest-ranked alive channels, ranked globally; ``None`` when the released rule stops.
+
+    A layer at one channel leaves the ranking unless ``empties_stop`` (then picking its last channel
+    stops pruning, which is signalled by returning ``None``).
+    """
+    layer, chan, val = [], [], []
+    for i, (s, a) in enumerate(zip(scores, alive)):
+        idx = torch.nonzero(a).flatten()
+        if not empties_stop and len(idx) <= 1:
+            continue
+        layer.append(torch.full((len(idx),), i))
+        chan.append(idx)
+        val.append(s[idx].double())
+    if not val:
+        return []
+    layer_t, chan_t, val_t = torch.cat(layer), torch.cat(chan), torch.cat(val)
+    order = torch.argsort(val_t, stable=True)
+    left = [int(a.sum()) for a in alive]
+    picked: list[tuple[int, int]] = []
+    for j in order.tolist():
+        i = int(layer_t[j])
+        if left[i] <= 1:
+            if empties_stop:
+                return None
+            continue
+        left[i] -= 1
+        picked.append((i, int(chan_t[j])))
+        if len(picked) == n:
+            break
+    return picked
+
+
+# --------------------------------------------------------------------------------------------------------
+# the pruner
+
+
+class Pruner:
+    """Algorithm 1's state between prune steps, driven by :func:`~nslab.loop.train_one_epoch`.
+
+    Usage: ``pruner.attach(model)``, then pass ``pruner.on_step`` (or a function calling it) as the
+    loop's ``on_step`` until ``pruner.done``; ``pruner.finish(model)`` gives the :class:`PruneResult`.
+    Every ``batches_per_step`` calls, :meth:`on_step` takes a prune step: it ranks the alive channels
+    with the criterion, removes the ``channels_per_step`` lowest (masks them at their gates), rebuilds
+    the network smaller when enough shrinkable channels are masked (assigning the new model and optimiser
+    to the :class:`~nslab.loop.Step`, so the loop continues with them), records a row once every entry
+    has lost a channel, and sets ``step.stop`` once the stop fraction is reached.
+
+    :meth:`state_dict` / :meth:`load_state_dict` carry the state across processes. They hold no
+    criterion state: a checkpoint is meant to be taken right after a prune step, when the criterion has
+    just been reset (and no loss is accumulated).
+
+    Args:
+        arch, start, dataset, convcut: the network pruning starts from (``start``: its (L,) widths).
+        settings: the schedule (``channels_per_step``, ``batches_per_step``, stop and shrink rules).
+        criterion: importance callable ``model -> [(w_i,) scores]`` (higher = keep); default
+            :class:`~nslab.criteria.TaylorFO`. One with ``attach``/``detach``/``reset`` is attached to
+            every rebuilt network and reset after every prune step.
+        device: where the masks live (the model's device).
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        start: Sequence[int],
+        settings: PruneSettings = _DEFAULT,
+        dataset: Dataset = "cifar10",
+        convcut: bool = False,
+        criterion: Callable[[nn.Module], Scores] | None = None,
+        device: torch.device | str = "cpu",
+    ):
+        self.arch, self.dataset, self.convcut, self.settings = arch, dataset, convcut, settings
+        self.start = [int(w) for w in start]
+        self.criterion = TaylorFO() if criterion is None else criterion
+        self.device = torch.device(device)
+        self.shrinkable = shrinkable_layers(arch) if settings.shrink else frozenset()
+        self.target = settings.target_channels(sum(self.start))
+        self.phys = list(self.start)  # physical widths of the current network
+        self.alive = [torch.ones(w, dtype=torch.bool) for w in self.start]  # per physical channel
+        self.masks: dict[int, torch.Tensor] = {}  # read by the gate hooks at every forward: mutate, never rebind
+        self.rows: list[list[int]] = []
+        self.row_params: list[int] = []
+        self.losses: list[float] = []
+        self.steps = 0
+        self.stop_reason: str | None = "fraction" if self.n_alive <= self.target else None
+        self._since, self._loss = 0, None
+        self._hooks = None
+
+    @property
+    def n_alive(self) -> int:
+        """Alive channels over all entries."""
+        return sum(int(a.sum()) for a in self.alive)
+
+    @property
+    def done(self) -> bool:
+        """Pruning has stopped (see :attr:`stop_reason`)."""
+        return self.stop_reason is not None
+
+    def widths(self) -> list[int]:
+        """The logical widths: alive channels per entry."""
+        return [int(a.sum()) for a in self.alive]
+
+    def trajectory(self) -> tuple[np.ndarray, np.ndarray]:
+        """The rows so far: ``(rows, L)`` widths and ``(rows,)`` exact parameter counts, int64."""
+        w = np.asarray(self.rows, dtype=np.int64).reshape(-1, len(self.start))
+        return w, np.asarray(self.row_params, dtype=np.int64)
+
+    def attach(self, model: nn.Module) -> None:
+        """Hook ``model``'s gates: masks first, then the criterion (which thus sees masked outputs)."""
+        self.detach()
+        self._hooks = apply_masks(model, self.masks)
+        if hasattr(self.criterion, "attach"):
+            self.criterion.attach(model)
+
+    def detach(self) -> None:
+        """Remove the hooks :meth:`attach` placed."""
+        if self._hooks is not None:
+            self._hooks.remove()
+            self._hooks = None
+        if hasattr(self.criterion, "detach"):
+            self.criterion.detach()
+
+    def on_step(self, step: Step) -> bool:
+        """Count one optimizer step; every ``batches_per_step`` of them, take a prune step.
+
+        Returns:
+            Whether channels were removed (a checkpoint may be written now).
+
+        Raises:
+            NonFiniteLossError: the mean loss since the last prune step is NaN/inf (nothing was pruned).
+        """
+        loss = step.loss.double()
+        self._loss = loss if self._loss is None else self._loss + loss
+        self._since += 1
+        if self.done or self._since < self.settings.batches_per_step:
+            return False
+        s = self.settings
+        picked = _select(
+            self.criterion(step.model), self.alive, min(s.channels_per_step, self.n_alive - self.target),
+            s.stop_when_layer_empties,
+        )
+        if not picked:
+            self.stop_reason = "layer_empties" if picked is None else "no_candidates"
+            step.stop = True
+            return False
+        mean = float(self._loss) / self._since
+        if not np.isfinite(mean):
+            raise NonFiniteLossError(step.epoch, step.index, mean, None)
+        self._remove(picked, mean)
+        self._maybe_shrink(step)
+        if hasattr(self.criterion, "reset"):
+            self.criterion.reset()
+        logical = self.widths()
+        if all(w < w0 for w, w0 in zip(logical, self.start)):
+            self.rows.append(logical)
+            self.row_params.append(param_count(self.arch, logical, self.dataset, self.convcut))
+        if self.n_alive <= self.target:
+            self.stop_reason = "fraction"
+            step.stop = True
+        return True
+
+    def _remove(self, picked: list[tuple[int, int]], mean_loss: float) -> None:
+        for i, c in picked:
+            self.alive[i][c] = False
+        for i in {i for i, _ in picked}:
+            self.masks[i] = self.alive[i].to(device=self.device, dtype=torch.float32)
+        self.steps += 1
+        self.losses.append(mean_loss)
+        self._since, self._loss = 0, None
+
+    def _maybe_shrink(self, step: Step) -> None:
+        # Rebuild once the masked share of the shrinkable channels is worth it: each rebuild costs a copy of
+        # the weights and new kernel shapes, so rebuilding after every small step loses part of what the
+        # smaller network saves.
+        dead = sum(int((~self.alive[i]).sum()) for i in self.shrinkable)
+        if not dead or dead < self.settings.shrink_min_fraction * sum(self.phys[i] for i in self.shrinkable):
+            return
+        keep = {i: torch.nonzero(self.alive[i]).flatten() for i in self.shrinkable if not self.alive[i].all()}
+        self.detach()
+        step.model, self.phys, step.optimizer = shrink_model(
+            step.model, self.arch, self.phys, keep, self.dataset, self.convcut, step.optimizer
+        )
+        for i in keep:
+            self.alive[i] = torch.ones(self.phys[i], dtype=torch.bool)
+            del self.masks[i]
+        self.attach(step.model)
+
+    def state_dict(self) -> dict:
+        """Plain state (lists, ints, CPU bool tensors) for a checkpoint; see the class docstring."""
+        return {
+            "phys": list(self.phys),
+            "alive": [a.clone() for a in self.alive],
+            "masked": sorted(self.masks),
+            "rows": [list(r) for r in self.rows],
+            "row_params": list(self.row_params),
+            "losses": list(self.losses),
+            "steps": self.steps,
+            "stop_reason": self.stop_reason,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (then :meth:`attach` the network built at ``phys`` widths)."""
+        self.phys = [int(w) for w in state["phys"]]
+        self.alive = [a.to(dtype=torch.bool, device="cpu").clone() for a in state["alive"]]
+        self.masks.clear()
+        self.masks.update({i: self.alive[i].to(device=self.device, dtype=torch.float32) for i in state["masked"]})
+        self.rows = [list(r) for r in state["rows"]]
+        self.row_params = list(state["row_params"])
+        self.losses = list(state["losses"])
+        self.steps = int(state["steps"])
+        self.stop_reason = state["stop_reason"]
+        self._since, self._loss = 0, None
+
+    def finish(self, model: nn.Module, seconds: float, pretrain_seconds: float,
+               pretrain_accuracy: float | None = None) -> PruneResult:
+        """Detach from ``model`` and return the result; ``model`` keeps computing the pruned function."""
+        self.detach()
+        apply_masks(model, self.masks)
+        w, p = self.trajectory()
+        masks = {i: m.cpu() for i, m in self.masks.items()}
+        return PruneResult(
+            w, p, list(self.start), self.widths(), model, masks, self.steps, self.stop_reason or "fraction",
+            seconds, pretrain_seconds, list(self.losses), pretrain_accuracy,
+        )
