@@ -13,16 +13,9 @@ from .descent import SearchRun, architecture_descent, load_run
 from .latency import measure_latency
 from .methods import METHODS, Budget, Context, get_method
 from .models import create_model, default_widths, macs, macs_counter, param_count, uniform_widths
-from .powerlaw import (
-    PowerLaw,
-    Scaled,
-    fit_power_law,
-    load_fit,
-    published_fit,
-    scale_widths,
-    widths_for_budget,
-)
+from .powerlaw import PowerLaw, fit_power_law, load_fit, published_fit
 from .prune import TaylorFO, prune
+from .solver import Scaled, scale_widths, widths_for_budget
 from .train import History, evaluate, train
 
 __all__ = [

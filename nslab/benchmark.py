@@ -24,7 +24,7 @@ from .config import Preset, Setting, digest, resolve
 from .data import ImageData, dataset_spec
 from .descent import SearchRun, architecture_descent, resolved_settings
 from .methods import Context, get_method
-from .models import param_count
+from .models import macs, param_count
 from .paths import Paths
 from .store import ResultsStore, RunSpec
 
@@ -94,10 +94,10 @@ def search(p: Preset, setting: Setting, paths: Paths, iterations: int | None = N
 
 def context(p: Preset, setting: Setting, run: SearchRun | None = None) -> Context:
     """The methods' :class:`~nslab.methods.Context` of ``setting`` (with ``run``'s fits when given)."""
-    start_ratio = p.search_for(setting).start_ratio
     if run is not None:
-        return Context.from_run(run, start_ratio, p.baseline.morphnet_keep)
-    return Context(setting.arch, setting.dataset, False, start_ratio, morphnet_keep=p.baseline.morphnet_keep)
+        return Context.from_run(run, p.baseline.morphnet_keep, setting.scale)
+    return Context(setting.arch, setting.dataset, False, p.search_for(setting).start_ratio,
+                   morphnet_keep=p.baseline.morphnet_keep, scale=setting.scale)
 
 
 def _variant(setting: Setting) -> str:
@@ -128,7 +128,7 @@ def run_specs(p: Preset, setting: Setting, run: SearchRun | None, methods: Seque
             widths = m(ctx, ctx.budget(r))
             t = tags + ((("iteration", len(run.iterations)),) if name == "neuralscale_last" and run else ())
             pr = {**protocol, "li": resolve(p.baseline)} if li else protocol
-            for seed in setting.seeds_at(r) if r in setting.ratios else setting.seeds:
+            for seed in setting.seeds_at(r, name) if r in setting.ratios else setting.seeds:
                 out.append(RunSpec(name, setting.arch, setting.dataset, r, seed, tuple(widths), recipe, m.convcut,
                                    t, pr))
     return out
@@ -140,12 +140,18 @@ def train_runs(p: Preset, setting: Setting, specs: Sequence[RunSpec], paths: Pat
 
     A run trains from scratch with the preset's recipe (Li et al.: :func:`nslab.baselines.li_baseline`,
     train-prune-fine-tune), then measures latency with the preset's protocol. The record holds ``acc``
-    (best test accuracy over epochs, %), ``params``, ``latency_ms``, ``train_seconds`` and more.
+    (best test accuracy over epochs, %), ``params``, ``macs`` (per image), ``latency_ms``, ``train_seconds``
+    (Li et al.: training plus fine-tuning) and more.
+
+    Raises:
+        ValueError: a run, trained now or cached, lies within the preset's ``chance_margin`` of chance
+            (:func:`nslab.tables.check_chance`).
     """
     import torch
 
     from .latency import measure_latency
     from .models import create_model
+    from .tables import check_chance
     from .train import seed_everything, train
 
     data = load_data(p, setting, paths)
@@ -164,10 +170,12 @@ def train_runs(p: Preset, setting: Setting, specs: Sequence[RunSpec], paths: Pat
             res = li_baseline(s.arch, s.dataset, data, recipe, p.baseline, ctx.budget(s.ratio).params,
                               ctx.start_ratio, work, s.seed, device, progress=False)
             model, hist = res.model, res.finetune_history
+            seconds = res.train_history.seconds + hist.seconds
         else:
             seed_everything(s.seed)
             model = create_model(s.arch, list(s.widths), s.dataset, s.convcut)
             hist = train(model, data, recipe, device, s.seed, work, progress=False)
+            seconds = hist.seconds
         size = data.spec.image_size
         # Training leaves the model channels-last; measure the plain layout, as a deployed model would
         # run (and torch's one-thread CPU kernels corrupt memory on channels-last tiny MobileNetV2s).
@@ -176,22 +184,31 @@ def train_runs(p: Preset, setting: Setting, specs: Sequence[RunSpec], paths: Pat
         lat_ms, lat_sd = measure_latency(model, (3, size, size), device, batch=lat.batch, warmup=lat.warmup,
                                          repeat=lat.repeat)
         res = {"acc": hist.best_test_acc, "last_acc": hist.last_test_acc, "epochs": len(hist.records),
-               "params": param_count(s.arch, list(s.widths), s.dataset, s.convcut), "trained_widths": list(s.widths),
+               "params": param_count(s.arch, list(s.widths), s.dataset, s.convcut),
+               "macs": macs(s.arch, list(s.widths), s.dataset, s.convcut), "trained_widths": list(s.widths),
                "latency_ms": lat_ms, "latency_std_ms": lat_sd, "device": device,
-               "train_seconds": hist.seconds, "threads": torch.get_num_threads()}
+               "train_seconds": seconds, "threads": torch.get_num_threads()}
         shutil.rmtree(work, ignore_errors=True)  # checkpoints were only for resuming; the record is the result
         return res
 
-    return store.ensure(list(specs), compute, desc=f"{setting.arch}/{setting.dataset} runs", progress=progress)
+    records = store.ensure(list(specs), compute, desc=f"{setting.arch}/{setting.dataset} runs", progress=progress)
+    check_chance(records, p.chance_margin)  # cached records too: an old run at chance never reaches a table
+    return records
 
 
 def benchmark(p: Preset, setting: Setting, paths: Paths, methods: Sequence[str] | None = None,
               run: SearchRun | None = None, ratios: Sequence[float] | None = None, tags: tuple = (),
               progress: bool = True) -> tuple[SearchRun | None, list[dict]]:
-    """Descent (when a method needs it) plus every training run of ``setting``: ``(run, records)``."""
+    """Descent (when a method needs it) plus every training run of ``setting``: ``(run, records)``.
+
+    After a one-iteration search ``neuralscale_last`` is ``neuralscale_it1``'s network: run beside it, it
+    is left out (alone, as in the pre-training study, it runs).
+    """
     methods = tuple(methods or setting.methods or p.methods)
     if run is None and any(get_method(m).needs_search for m in methods):
         run = search(p, setting, paths, progress=progress)
+    if run is not None and len(run.iterations) == 1 and "neuralscale_it1" in methods:
+        methods = tuple(m for m in methods if m != "neuralscale_last")
     specs = run_specs(p, setting, run, methods, load_data(p, setting, paths), ratios, tags)
     return run, train_runs(p, setting, specs, paths, progress)
 
@@ -237,12 +254,16 @@ def convcut_study(p: Preset, setting: Setting, paths: Paths, progress: bool = Tr
                   ) -> tuple[list[dict], list[dict]]:
     """Figures 10-11 / Tables 5-6: uniform, MorphNet, uniform with conv shortcuts, NeuralScale 1 and last.
 
+    NeuralScale's last iteration runs only when the study searches more than one iteration (otherwise it
+    is iteration 1's network).
+
     Returns:
         ``(records, summary)`` with the summary by (method, ratio).
     """
     from .tables import summarize
 
     run = search(p, setting, paths, iterations=p.study_iterations, progress=progress)
-    methods = ("uniform", "morphnet", "uniform_convcut", "neuralscale_it1", "neuralscale_last")
+    methods = ("uniform", "morphnet", "uniform_convcut", "neuralscale_it1")
+    methods += ("neuralscale_last",) if len(run.iterations) > 1 else ()  # else iteration 1's network again
     _, recs = benchmark(p, setting, paths, methods=methods, run=run, progress=progress)
     return recs, summarize(recs)

@@ -24,7 +24,7 @@ from . import io, plots, powerlaw
 from .descent import load_run
 from .methods import METHODS, Budget, Context, morphnet_base
 from .models import get_arch, param_count, uniform_widths
-from .powerlaw import Scaled
+from .solver import Scaled
 
 LOW_RATIO = 0.1  # the slider's lower end: the uniform network at 10% width (about 1% of the parameters)
 _SHOWN = {"uniform": "uniform", "morphnet": "morphnet", "neuralscale": "neuralscale_last"}  # shown -> registry
@@ -82,12 +82,11 @@ def available_fits(search_dirs: Sequence[str | os.PathLike] = (), iterations: Se
             if "search" not in io.read_json(settings):
                 continue  # a training run's settings, not a search's
             run = load_run(settings.parent)
-            start_ratio = run.settings["search"]["start_ratio"]
             for it in run.iterations:
                 if min(it.law.beta) <= 0:
                     continue
-                ctx = dataclasses.replace(Context.from_run(run, start_ratio),
-                                          laws=(run.iterations[0].law, it.law))
+                # budgets of the default network, as for the authors' fits, whatever width the search started at
+                ctx = dataclasses.replace(Context.from_run(run, scale=1.0), laws=(run.iterations[0].law, it.law))
                 name = f"this project: {settings.parent.name}, iteration {it.index}"
                 fits[name] = Fit(name, ctx)
     return fits

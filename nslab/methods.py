@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .models import param_count, param_counter, uniform_widths
-from .powerlaw import PowerLaw, published_fit, scale_widths, widths_for_budget
+from .powerlaw import PowerLaw, published_fit
+from .solver import scale_widths, widths_for_budget
 
 __all__ = ["METHODS", "Budget", "Context", "Method", "get_method", "keep_ratio_for_budget", "morphnet_base"]
 
@@ -36,7 +37,7 @@ class Budget:
     Attributes:
         params: target number of parameters.
         ratio: the paper's uniform ratio r that defines it (the count of ``uniform_widths(arch,
-            r * start_ratio)``), or ``None`` for a free budget (the explorer's slider).
+            r * scale)``, see :class:`Context`), or ``None`` for a free budget (the explorer's slider).
     """
 
     params: int
@@ -54,6 +55,9 @@ class Context:
         trajectory: (rows, L) iteration 1's recorded widths (``None``: read MorphNet's network off
             ``laws[0]``).
         morphnet_keep: fraction of the start network's channels MorphNet prunes to (the paper: 0.5).
+        scale: the width the paper's ratio 1 stands for: the budget of ratio r is the count of
+            ``uniform_widths(arch, r * scale)`` (``None``: ``start_ratio``, a narrower grid for a narrower
+            search; 1.0 keeps the paper's budgets whatever network the search started from).
     """
 
     arch: str
@@ -63,6 +67,12 @@ class Context:
     laws: tuple[PowerLaw, ...] = ()
     trajectory: np.ndarray | None = None
     morphnet_keep: float = 0.5
+    scale: float | None = None
+
+    @property
+    def budget_scale(self) -> float:
+        """The width of the paper's ratio 1 (:attr:`scale`, default :attr:`start_ratio`)."""
+        return self.start_ratio if self.scale is None else self.scale
 
     @property
     def start(self) -> list[int]:
@@ -70,16 +80,17 @@ class Context:
         return uniform_widths(self.arch, self.start_ratio)
 
     def budget(self, ratio: float) -> Budget:
-        """The paper's budget of ratio ``ratio``: the count of ``uniform_widths(arch, ratio * start_ratio)``."""
-        return Budget(param_count(self.arch, uniform_widths(self.arch, ratio * self.start_ratio), self.dataset,
+        """The paper's budget of ratio ``ratio``: the count of ``uniform_widths(arch, ratio * budget_scale)``."""
+        return Budget(param_count(self.arch, uniform_widths(self.arch, ratio * self.budget_scale), self.dataset,
                                   self.convcut), ratio)
 
     @classmethod
-    def from_run(cls, run, start_ratio: float, morphnet_keep: float = 0.5) -> Context:
-        """The context of a :class:`nslab.descent.SearchRun` (its fits and iteration 1's trajectory)."""
+    def from_run(cls, run, morphnet_keep: float = 0.5, scale: float | None = None) -> Context:
+        """The context of a :class:`nslab.descent.SearchRun` (its start, its fits, iteration 1's trajectory)."""
         its = run.iterations
+        start_ratio = float(run.settings["search"]["start_ratio"])
         return cls(run.arch, run.dataset, run.convcut, start_ratio, tuple(i.law for i in its),
-                   its[0].widths if its else None, morphnet_keep)
+                   its[0].widths if its else None, morphnet_keep, scale)
 
     @classmethod
     def published(cls, name: str, iterations: Sequence[int] = tuple(range(1, 16))) -> Context:
@@ -115,7 +126,7 @@ class Method:
 
 def _uniform(ctx: Context, b: Budget) -> list[int]:
     if b.ratio is not None:
-        return uniform_widths(ctx.arch, b.ratio * ctx.start_ratio)
+        return uniform_widths(ctx.arch, b.ratio * ctx.budget_scale)
     return scale_widths(ctx.start, ctx.arch, ctx.dataset, b.params, convcut=ctx.convcut).widths
 
 

@@ -28,6 +28,9 @@ METHOD_STYLE = {  # colour and marker per method, the same in every figure
     "neuralscale_it15": ("#EF553B", "star"),
     "neuralscale": ("#EF553B", "star"),
 }
+# hollow markers of reference configurations (e.g. the authors'), one style per reference series
+_REFERENCE_STYLE = (("#222222", "circle-open"), ("#D62728", "diamond-open"), ("#1F77B4", "square-open"),
+                    ("#FF7F0E", "triangle-up-open"))
 _LAYOUT = dict(template="plotly_white", font=dict(size=13), margin=dict(l=70, r=30, t=80, b=60))
 
 
@@ -199,6 +202,8 @@ def configurations_figure(
     series_title: str = "",
     gradient: bool = False,
     notes: Mapping[str, str] | None = None,
+    reference: Mapping[str, Sequence[int] | Mapping[str, Sequence[int]]] | None = None,
+    reference_name: str = "authors",
 ) -> go.Figure:
     """Filters per layer of several configurations, one panel per budget (e.g. ratio), lines per series.
 
@@ -211,9 +216,22 @@ def configurations_figure(
         series_title: legend title.
         gradient: colour series along a sequential scale (iterations) instead of distinct colours.
         notes: optional series name -> text appended to its legend entry (e.g. achieved parameters).
+        reference: optional ``{panel title: (L,) widths}`` drawn as hollow markers (no line) beside the
+            panel's series, e.g. the authors' published configuration at the panel's budget; a value may
+            also be ``{series name: (L,) widths}`` for several references (the authors' iterations 1 and
+            15). Panels it does not name get none.
+        reference_name: the legend name of a reference given as plain widths.
+
+    Raises:
+        ValueError: no panel, a reference for a panel that does not exist, or reference widths whose
+            layer count differs from the panel's series.
     """
     if not panels:
         raise ValueError("configurations_figure needs at least one panel")
+    reference = {t: v if isinstance(v, Mapping) else {reference_name: v} for t, v in (reference or {}).items()}
+    unknown = [t for t in reference if t not in panels]
+    if unknown:
+        raise ValueError(f"reference panels {unknown} are not among the figure's panels {list(panels)}")
     n = len(panels)
     cols = min(n, 2)
     rows = -(-n // cols)
@@ -221,12 +239,14 @@ def configurations_figure(
         rows=rows, cols=cols, subplot_titles=list(panels), vertical_spacing=0.16, horizontal_spacing=0.08
     )
     names = list(dict.fromkeys(s for series in panels.values() for s in series))
+    ref_names = list(dict.fromkeys(s for series in reference.values() for s in series))
+    shown: set[str] = set()  # reference series already in the legend
     colors = (
         sample_colorscale("Viridis", [i / max(1, len(names) - 1) for i in range(len(names))])
         if gradient
         else [_style(s, i)[0] for i, s in enumerate(names)]
     )
-    for k, series in enumerate(panels.values()):
+    for k, (panel, series) in enumerate(panels.items()):
         r, c = k // cols + 1, k % cols + 1
         for s, widths in series.items():
             i = names.index(s)
@@ -244,8 +264,31 @@ def configurations_figure(
                 row=r,
                 col=c,
             )
+        for s, widths in reference.get(panel, {}).items():
+            lengths = {len(w) for w in series.values()}
+            if lengths and lengths != {len(widths)}:
+                raise ValueError(f"reference {s!r} of panel {panel!r} has {len(widths)} layers, its series "
+                                 f"{sorted(lengths)}")
+            i = ref_names.index(s)
+            color, symbol = _REFERENCE_STYLE[i % len(_REFERENCE_STYLE)]
+            fig.add_trace(
+                go.Scatter(
+                    x=list(range(1, len(widths) + 1)),
+                    y=list(widths),
+                    mode="markers",
+                    name=s,
+                    legendgroup=f"reference {s}",
+                    showlegend=s not in shown,
+                    marker=dict(symbol=symbol, size=11, color=color, line=dict(width=2)),
+                ),
+                row=r,
+                col=c,
+            )
+            shown.add(s)
         fig.update_xaxes(title_text="layer (forward order)", dtick=1 if len(widths) <= 20 else 2, row=r, col=c)
         fig.update_yaxes(title_text="filters (channels)", rangemode="tozero", row=r, col=c)
+    if reference:
+        series_title = f"{series_title} (hollow markers: reference)" if series_title else "hollow markers: reference"
     fig.update_layout(title=title, legend_title_text=series_title, height=max(450, 330 * rows), **_LAYOUT)
     return fig
 
@@ -319,62 +362,57 @@ def accuracy_figure(
     """Accuracy (mean ± std over seeds) against parameters or latency, one line per method.
 
     Args:
-        rows: summary rows with ``series`` (method), ``params``, ``latency_ms``, ``acc_mean``, ``acc_std``
-            (as :func:`nslab.results.summarize` returns them).
-        x: ``"params"`` (log axis, parameters) or ``"latency"`` (milliseconds).
+        rows: summary rows with ``series`` (method), ``params``, ``latency_ms`` or ``latency_x``,
+            ``acc_mean``, ``acc_std`` (as :func:`nslab.tables.summarize` and
+            :func:`nslab.tables.latency_ratios` return them).
+        x: ``"params"`` (log axis, parameters), ``"latency_x"`` (latency relative to uniform at the same
+            budget, on each side's own machine) or ``"latency"`` (this machine's milliseconds; no paper
+            markers: the paper's are GTX 1080 Ti milliseconds).
         title: figure title.
-        paper: the paper's rows for the same setting (``params_m``, ``latency_ms``, ``acc_mean``,
+        paper: the paper's rows for the same setting (``params_m``, ``latency_x``, ``acc_mean``,
             ``acc_std``), drawn as hollow markers of the same colour, for comparison.
         series: the key that names a line (``"method"``, or ``"label"``).
         labels: display name per series value.
+
+    Raises:
+        ValueError: an unknown ``x``, or paper rows with ``x="latency"``.
     """
-    if x not in ("params", "latency"):
-        raise ValueError(f"x must be 'params' or 'latency', got {x!r}")
+    if x not in ("params", "latency", "latency_x"):
+        raise ValueError(f"x must be 'params', 'latency' or 'latency_x', got {x!r}")
+    if x == "latency" and paper:
+        raise ValueError("the paper's latencies are GTX 1080 Ti milliseconds: compare them as x='latency_x' "
+                         "(relative to uniform), not on this machine's millisecond axis")
+    key = {"params": "params", "latency": "latency_ms", "latency_x": "latency_x"}[x]
+
+    def paper_value(r: Mapping) -> float | None:
+        return r["params_m"] * 1e6 if x == "params" else r.get(key)
+
     fig = go.Figure()
     names = list(dict.fromkeys(r[series] for r in rows))
     paper_names = list(dict.fromkeys(r[series] if series in r else r["method"] for r in paper))
     order = list(dict.fromkeys(names + paper_names))  # one colour per series, shared by run and paper
     for name in names:
-        pts = sorted((r for r in rows if r[series] == name), key=lambda r: r["params"])
+        pts = sorted((r for r in rows if r[series] == name and r.get(key) is not None), key=lambda r: r["params"])
         color, symbol = _style(str(name), order.index(name))
-        xs = [r["params"] if x == "params" else r["latency_ms"] for r in pts]
-        fig.add_trace(
-            go.Scatter(
-                x=xs,
-                y=[r["acc_mean"] for r in pts],
-                mode="lines+markers",
-                name=(labels or {}).get(name, str(name)),
-                error_y=dict(type="data", array=[r.get("acc_std") or 0.0 for r in pts], visible=True),
-                line=dict(color=color),
-                marker=dict(symbol=symbol, size=9),
-                legendgroup=str(name),
-                customdata=[[r.get("n", 1)] for r in pts],
-                hovertemplate="%{x}<br>%{y:.2f} %% (n=%{customdata[0]})",
-            )
-        )
-    paper_names = list(dict.fromkeys(r[series] if series in r else r["method"] for r in paper))
+        fig.add_trace(go.Scatter(
+            x=[r[key] for r in pts], y=[r["acc_mean"] for r in pts], mode="lines+markers",
+            name=(labels or {}).get(name, str(name)), legendgroup=str(name),
+            error_y=dict(type="data", array=[r.get("acc_std") or 0.0 for r in pts], visible=True),
+            line=dict(color=color), marker=dict(symbol=symbol, size=9), customdata=[[r.get("n", 1)] for r in pts],
+            hovertemplate="%{x}<br>%{y:.2f} %% (n=%{customdata[0]})"))
     for i, name in enumerate(paper_names):
-        pts = sorted(
-            (r for r in paper if (r[series] if series in r else r["method"]) == name), key=lambda r: r["params_m"]
-        )
+        pts = sorted((r for r in paper if (r[series] if series in r else r["method"]) == name
+                      and paper_value(r) is not None), key=lambda r: r["params_m"])
         color, symbol = _style(str(name), len(names) + i)
-        xs = [r["params_m"] * 1e6 if x == "params" else r["latency_ms"] for r in pts]
-        fig.add_trace(
-            go.Scatter(
-                x=xs,
-                y=[r["acc_mean"] for r in pts],
-                mode="markers",
-                legendgroup=str(name),
-                name=f"paper: {(labels or {}).get(name, str(name))}",
-                error_y=dict(type="data", array=[r["acc_std"] for r in pts], visible=True, thickness=1),
-                marker=dict(symbol=symbol if symbol.endswith("-open") else symbol + "-open", size=11, color=color,
-                            line=dict(width=2)),
-            )
-        )
+        fig.add_trace(go.Scatter(
+            x=[paper_value(r) for r in pts], y=[r["acc_mean"] for r in pts], mode="markers",
+            name=f"paper: {(labels or {}).get(name, str(name))}", legendgroup=str(name),
+            error_y=dict(type="data", array=[r["acc_std"] for r in pts], visible=True, thickness=1),
+            marker=dict(symbol=symbol if symbol.endswith("-open") else symbol + "-open", size=11, color=color,
+                        line=dict(width=2))))
     fig.update_layout(title=title, legend_title_text="method (filled: this run, hollow: paper)", **_LAYOUT)
-    if x == "params":
-        fig.update_xaxes(type="log", title_text="parameters (count, log scale)")
-    else:
-        fig.update_xaxes(title_text="latency (ms per batch of 100)")
+    fig.update_xaxes(**{"params": dict(type="log", title_text="parameters (count, log scale)"),
+                        "latency": dict(title_text="latency on this machine (ms per batch)"),
+                        "latency_x": dict(title_text="latency relative to uniform at the same budget (x)")}[x])
     fig.update_yaxes(title_text="top-1 test accuracy (%, mean ± std over seeds)")
     return fig

@@ -137,8 +137,12 @@ def _pretrain(model, opt, batches: DeviceBatches, s: PruneSettings, seed: int, r
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter() - run.pretrain_seconds
+    n, total = len(batches), s.pretrain_epochs * len(batches)
+    linear = s.pretrain_schedule == "linear"  # to zero at the end: a short run settles, as the cpu recipe's
     for epoch in tqdm(range(run.pretrained, s.pretrain_epochs), desc="pre-train", disable=not progress, leave=False):
-        train_one_epoch(model, batches.iterate(seed * 100_003 + epoch), opt, lambda i: s.pretrain_lr, epoch=epoch + 1)
+        train_one_epoch(model, batches.iterate(seed * 100_003 + epoch), opt,
+                        lambda i, e=epoch: s.pretrain_lr * ((1 - (e * n + i) / total) if linear else 1.0),
+                        epoch=epoch + 1)
         run.pretrained, run.pretrain_seconds = epoch + 1, time.perf_counter() - t0
         run.save(model, opt, pruner, 0, 0)
 

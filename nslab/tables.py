@@ -1,7 +1,9 @@
 """The data behind each paper table and figure, from run records and search runs (no plotting here).
 
 - :func:`summarize`: mean ± std over seeds; :func:`comparison_table`: reproduced rows beside the
-  paper's published ones (:func:`paper_results`); :func:`paper_table`: a benchmark table.
+  paper's published ones (:func:`paper_results`), only where the setting is the paper's;
+  :func:`paper_table`: a benchmark table; :func:`latency_ratios`: latency relative to uniform;
+  :func:`caption`: what a table ran and left out; :func:`check_chance`: no run at chance in a table.
 - :func:`descent_panels`, :func:`trajectory_rows`, :func:`fit_rows`, :func:`power_law_panel`,
   :func:`authors_panels`: what notebooks 01-04 show.
 """
@@ -19,31 +21,86 @@ import numpy as np
 
 from . import io
 from .methods import METHODS, Context
-from .models import param_count
+from .models import macs, param_count
 
 # Our "last iteration" is the paper's iteration 15 under the paper profile; compare them in tables.
 PAPER_METHOD = {"neuralscale_last": "neuralscale_it15"}
 
+PARAMS_TOLERANCE = 0.05
+"""A row is compared with the paper's only when its parameter count is within this fraction of the paper's."""
 
 METHOD_LABELS = {**{name: m.label for name, m in METHODS.items()},
                  "neuralscale_it15": "NeuralScale (Iteration = 15)"}
 """Display names of the method ids of runs, tables and plots (the registry's, and the paper's iteration 15)."""
 
 
-def label(method: str) -> str:
-    """Display name of a method id."""
+def label(method: str, iteration: int | None = None) -> str:
+    """Display name of a method id; ``neuralscale_last`` with its ``iteration`` tag: "NeuralScale (Iteration = N)"."""
+    if method == "neuralscale_last" and iteration is not None:
+        return f"NeuralScale (Iteration = {int(iteration)})"
     return METHOD_LABELS.get(method, method)
+
+
+def series_labels(rows: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Display name per method id (plot legends), naming the last iteration of ``rows`` by its ``iteration`` tag."""
+    return {**METHOD_LABELS, **{r["method"]: label(r["method"], r.get("iteration")) for r in rows}}
 
 
 # --- summaries -------------------------------------------------------------------------------------------
 
 
-def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
-    xs = [float(x) for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
+def _num(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _mean_std(xs: Iterable[Any]) -> tuple[float, float]:
+    xs = [float(x) for x in xs if _num(x)]
     if not xs:
         return float("nan"), float("nan")
     m = sum(xs) / len(xs)
     return m, math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs))  # ddof 0, as the paper's numpy std
+
+
+def check_chance(records: Iterable[Mapping[str, Any]], margin: float | None) -> None:
+    """Stop when a trained run's best test accuracy lies within ``margin`` points of chance (100 / K %).
+
+    Args:
+        records: run records with ``acc`` (%), ``dataset``, ``arch``, ``method``, ``ratio``, ``seed``.
+        margin: percentage points above chance a run must exceed (``None``: no check).
+
+    Raises:
+        ValueError: naming every such run (setting, method, seed, accuracy) and what to change.
+    """
+    if margin is None:
+        return
+    from .data import dataset_spec
+
+    bad = []
+    for r in records:
+        k = dataset_spec(r["dataset"]).num_classes
+        if not r["acc"] > 100.0 / k + margin:
+            bad.append(f"  - {r.get('arch')} {r['dataset']}, method {r.get('method')} (ratio {r.get('ratio')}), "
+                       f"seed {r.get('seed')}: best test accuracy {r['acc']:.2f}% (chance {100.0 / k:.2f}% with "
+                       f"{k} classes)")
+    if bad:
+        raise ValueError(
+            f"{len(bad)} trained run(s) within {margin:g} points of chance: their table rows would compare "
+            "noise.\n" + "\n".join(bad) + "\nTrain longer or on more images (the preset's or the setting's "
+            "epochs / train_subset), or check the recipe's learning rate; set the preset's chance_margin=None "
+            "only for runs at chance by design (synthetic smoke data).")
+
+
+def record_macs(r: Mapping[str, Any]) -> int | None:
+    """MACs per image of a record's network: its ``macs``, else computed from its arch, widths, dataset, convcut."""
+    if r.get("macs") is not None:
+        return r["macs"]
+    widths = r.get("trained_widths") or r.get("widths")
+    if not (r.get("arch") and r.get("dataset") and widths):
+        return None
+    return macs(r["arch"], list(widths), r["dataset"], bool(r.get("convcut")))
+
+
+_CARRIED = ("arch", "dataset", "iteration")  # per-group facts, kept when records have them
 
 
 def summarize(records: Iterable[Mapping[str, Any]], by: Sequence[str] = ("method", "ratio")) -> list[dict]:
@@ -51,13 +108,14 @@ def summarize(records: Iterable[Mapping[str, Any]], by: Sequence[str] = ("method
 
     Args:
         records: run records (from :meth:`ResultsStore.ensure`), each with ``acc``, ``params`` and
-            optionally ``latency_ms``.
+            optionally ``latency_ms``, ``train_seconds``, ``macs`` (else computed from the network).
         by: the keys that define a group (absent keys group as ``None``).
 
     Returns:
-        One row per group, in first-seen order: the ``by`` keys, ``params`` (mean, count),
-        ``latency_ms``, ``acc_mean``, ``acc_std`` (%), ``n`` (runs), ``seeds``, ``widths`` and ``device``
-        (of the first run).
+        One row per group, in first-seen order: the ``by`` keys, ``arch``, ``dataset`` and ``iteration``
+        where records have them, ``params`` (mean, count), ``macs`` (mean per image), ``latency_ms``,
+        ``train_seconds`` (mean per run), ``acc_mean``, ``acc_std`` (%), ``n`` (runs), ``seeds``,
+        ``widths`` and ``device`` (of the first run).
     """
     groups: dict[tuple, list[Mapping]] = {}
     for r in records:
@@ -65,21 +123,36 @@ def summarize(records: Iterable[Mapping[str, Any]], by: Sequence[str] = ("method
     rows = []
     for key, rs in groups.items():
         acc_m, acc_s = _mean_std([r["acc"] for r in rs])
-        lat_m, _ = _mean_std([r.get("latency_ms") for r in rs])
-        rows.append(
-            {
-                **dict(zip(by, key)),
-                "params": round(_mean_std([r["params"] for r in rs])[0]),
-                "latency_ms": lat_m,
-                "acc_mean": acc_m,
-                "acc_std": acc_s,
-                "n": len(rs),
-                "seeds": sorted(r.get("seed") for r in rs),
-                "widths": rs[0].get("widths"),
-                "device": rs[0].get("device"),
-            }
-        )
+        carried = {k: next(r[k] for r in rs if k in r) for k in _CARRIED if k not in by and any(k in r for r in rs)}
+        rows.append({
+            **dict(zip(by, key)), **carried,
+            "params": round(_mean_std([r["params"] for r in rs])[0]),
+            "macs": _mean_std([record_macs(r) for r in rs])[0],
+            "latency_ms": _mean_std([r.get("latency_ms") for r in rs])[0],
+            "train_seconds": _mean_std([r.get("train_seconds") for r in rs])[0],
+            "acc_mean": acc_m, "acc_std": acc_s, "n": len(rs), "seeds": sorted(r.get("seed") for r in rs),
+            "widths": rs[0].get("widths"), "device": rs[0].get("device"),
+        })
     return rows
+
+
+def _at(r: Mapping[str, Any]) -> tuple:
+    """Where a latency is comparable: table, arch, dataset, device and ratio of a summary or paper row."""
+    return r.get("table"), r.get("arch"), r.get("dataset"), r.get("device"), round(float(r["ratio"]), 9)
+
+
+def latency_ratios(rows: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """Copies of summary or paper rows with ``latency_x``: latency over that of ``uniform`` at the same ratio.
+
+    ``uniform`` of the same table, arch, dataset and device (one measuring machine) at the same ratio;
+    ``None`` where there is no such row or no latency.
+    """
+    base = {_at(r): r.get("latency_ms") for r in rows if r.get("method") == "uniform"}
+    out = []
+    for r in rows:
+        lat, b = r.get("latency_ms"), base.get(_at(r))
+        out.append({**r, "latency_x": round(lat / b, 3) if _num(lat) and _num(b) and b > 0 else None})
+    return out
 
 
 # --- the paper's numbers -----------------------------------------------------------------------------------
@@ -100,88 +173,120 @@ def paper_results(
     Each row: ``table, arch, dataset, method, ratio, params_m`` (millions), ``latency_ms`` (GTX 1080 Ti,
     batch 100), ``acc_mean, acc_std`` (%, 5 seeds), and ``pretrain_epochs`` in Tables 3-4.
     """
-    rows = _paper_doc()["rows"]
-    return [
-        dict(r)
-        for r in rows
-        if (table is None or r["table"] == table)
-        and (arch is None or r["arch"] == arch)
-        and (dataset is None or r["dataset"] == dataset)
-        and (method is None or r["method"] == method)
-    ]
+    want = {"table": table, "arch": arch, "dataset": dataset, "method": method}
+    return [dict(r) for r in _paper_doc()["rows"] if all(v is None or r[k] == v for k, v in want.items())]
 
 
 def _pm(m: float | None, s: float | None) -> str:
-    if m is None or (isinstance(m, float) and math.isnan(m)):
+    if not _num(m):
         return ""
-    return f"{m:.2f} ± {s:.2f}" if s is not None and not math.isnan(s) else f"{m:.2f}"
+    return f"{m:.2f} ± {s:.2f}" if _num(s) else f"{m:.2f}"
 
 
-def comparison_table(
-    summary: Sequence[Mapping[str, Any]], paper: Sequence[Mapping[str, Any]] = (), extra: Sequence[str] = ()
-) -> list[dict]:
-    """Reproduced rows beside the paper's: one row per (method, ratio[, extra]) of ``summary``.
+def _paper_setting(p: Mapping[str, Any], method: str) -> str:
+    """What the paper measured in row ``p``: "resnet18 cifar100, 0.71M params, 63.66 ± 0.24%"."""
+    parts = [" ".join(str(p[k]) for k in ("arch", "dataset") if p.get(k))]
+    if p["method"] != method:
+        parts.append(label(p["method"]))
+    if p.get("pretrain_epochs") is not None:
+        parts.append(f"P_e = {p['pretrain_epochs']}")
+    if p.get("params_m") is not None:
+        parts.append(f"{p['params_m']:g}M params")
+    if _num(p.get("acc_mean")):
+        parts.append(f"{_pm(p['acc_mean'], p.get('acc_std'))}%")
+    return ", ".join(x for x in parts if x)
+
+
+def _round(x: Any, scale: float, digits: int) -> float | None:
+    return round(x / scale, digits) if _num(x) else None
+
+
+def comparison_table(summary: Sequence[Mapping[str, Any]], paper: Sequence[Mapping[str, Any]] = (),
+                     extra: Sequence[str] = (), arch: str | None = None, dataset: str | None = None) -> list[dict]:
+    """Reproduced rows beside the paper's, where the setting is the paper's: one row per summary row.
+
+    A row is matched with the paper's row of its method (ours ``neuralscale_last`` = the paper's iteration
+    15), ratio and ``extra`` keys. The paper's values fill ``paper_*`` only when that row's arch and
+    dataset are the run's and its parameter count is within :data:`PARAMS_TOLERANCE` of the run's;
+    ``paper_setting`` always says what the paper measured, so nothing is compared silently.
 
     Args:
         summary: rows of :func:`summarize` (keys ``method``, ``ratio``, ``extra``... and the measures).
-        paper: the paper's rows of the same setting (:func:`paper_results`); matched on method (ours
-            ``neuralscale_last`` = the paper's iteration 15), ratio and the ``extra`` keys.
+        paper: the paper's rows (:func:`paper_results`).
         extra: further keys that identify a row (e.g. ``("pretrain_epochs",)``).
+        arch, dataset: the runs' network and dataset (default: each summary row's ``arch``/``dataset``).
 
     Returns:
         Rows with ``method`` (id), ``label``, ``ratio``, the extra keys, ``params_m``, ``paper_params_m``,
-        ``latency_ms`` (measured on ``device``, batch of the profile), ``paper_latency_ms`` (GTX 1080 Ti,
-        batch 100), ``device``, ``accuracy`` and ``paper_accuracy`` (``"mean ± std"``, %; one seed: the
-        value alone), ``acc_mean``, ``acc_std``, ``n_seeds``.
+        ``macs_m`` (millions per image), ``latency_ms`` (on ``device``, batch of the profile),
+        ``paper_latency_ms`` (GTX 1080 Ti, batch 100), ``latency_x`` and ``paper_latency_x`` (over uniform
+        at the same ratio, see :func:`latency_ratios`), ``device``, ``accuracy`` and ``paper_accuracy``
+        (``"mean ± std"``, %; one seed: the value alone), ``train_min`` (minutes per run), ``acc_mean``,
+        ``acc_std``, ``n_seeds`` and ``paper_setting``.
     """
+    paper = latency_ratios(paper)
     out = []
-    for s in summary:
+    for s in latency_ratios(summary):
         pm = PAPER_METHOD.get(s["method"], s["method"])
-        match = next(
-            (
-                p
-                for p in paper
-                if p["method"] == pm
-                and abs(p["ratio"] - float(s["ratio"])) < 1e-9
-                and all(p.get(k) == s.get(k) for k in extra)
-            ),
-            None,
-        )
-        out.append(
-            {
-                "method": s["method"],
-                "label": label(s["method"]),
-                "ratio": s["ratio"],
-                **{k: s.get(k) for k in extra},
-                "params_m": round(s["params"] / 1e6, 4),
-                "paper_params_m": match and match["params_m"],
-                "latency_ms": None if math.isnan(s["latency_ms"]) else round(s["latency_ms"], 3),
-                "paper_latency_ms": match and match["latency_ms"],
-                "device": s.get("device"),
-                # one seed has no spread: "x ± 0.00" would claim one
-                "accuracy": _pm(s["acc_mean"], s["acc_std"] if s["n"] > 1 else None),
-                "paper_accuracy": _pm(match["acc_mean"], match["acc_std"]) if match else "",
-                "acc_mean": s["acc_mean"],
-                "acc_std": s["acc_std"],
-                "n_seeds": s["n"],
-            }
-        )
+        match = next((p for p in paper if p["method"] == pm and abs(p["ratio"] - float(s["ratio"])) < 1e-9
+                      and all(p.get(k) == s.get(k) for k in extra)), None)
+        same = (match is not None and (match["arch"], match["dataset"]) == (arch or s.get("arch"),
+                                                                            dataset or s.get("dataset"))
+                and abs(s["params"] / 1e6 - match["params_m"]) <= PARAMS_TOLERANCE * match["params_m"])
+        p = match if same else {}
+        out.append({
+            "method": s["method"],
+            "label": label(s["method"], s.get("iteration")),
+            "ratio": s["ratio"],
+            **{k: s.get(k) for k in extra},
+            "params_m": round(s["params"] / 1e6, 4),
+            "paper_params_m": p.get("params_m"),
+            "macs_m": _round(s.get("macs"), 1e6, 3),
+            "latency_ms": _round(s.get("latency_ms"), 1, 3),
+            "paper_latency_ms": p.get("latency_ms"),
+            "latency_x": s["latency_x"],
+            "paper_latency_x": p.get("latency_x"),
+            "device": s.get("device"),
+            # one seed has no spread: "x ± 0.00" would claim one
+            "accuracy": _pm(s["acc_mean"], s["acc_std"] if s["n"] > 1 else None),
+            "paper_accuracy": _pm(p.get("acc_mean"), p.get("acc_std")),
+            "train_min": _round(s.get("train_seconds"), 60, 2),
+            "acc_mean": s["acc_mean"], "acc_std": s["acc_std"], "n_seeds": s["n"],
+            "paper_setting": _paper_setting(match, s["method"]) if match else "",
+        })
     return out
 
 
-TABLE_COLUMNS = (
-    "label",
-    "ratio",
-    "params_m",
-    "paper_params_m",
-    "latency_ms",
-    "paper_latency_ms",
-    "device",
-    "accuracy",
-    "paper_accuracy",
-    "n_seeds",
-)
+TABLE_COLUMNS = ("label", "ratio", "params_m", "paper_params_m", "macs_m", "latency_ms", "paper_latency_ms",
+                 "latency_x", "paper_latency_x", "device", "accuracy", "paper_accuracy", "train_min", "n_seeds",
+                 "paper_setting")
 """Markdown column order of the comparison tables (the CSV keeps every column)."""
+
+
+def caption(p, title: str, settings: Sequence[Any] = (), table: int | None = None) -> str:
+    """A table's caption: ``title``, what the preset ran, and the methods it left out with why.
+
+    Args:
+        p: the :class:`~nslab.config.Preset`.
+        title: e.g. ``"Table 1: ..."``.
+        settings: the :class:`~nslab.config.Setting` s whose runs the table holds (their epochs and images).
+        table: the paper's table number: name only exclusions of methods it holds (``None``: every one).
+
+    Returns:
+        e.g. "Table 1: ... (cpu profile: vgg11 cifar10, 4 epochs on 5,000 training images). Left out: ...".
+    """
+    from .data import dataset_spec
+
+    ran = []
+    for s in settings:
+        r = p.recipe_for(s, dataset_spec(s.dataset).variant)
+        where = f"{s.arch} {s.dataset}" + (f" (paper: {s.paper_dataset})" if s.paper_dataset != s.dataset else "")
+        ran.append(f"{where}, {r.epochs} epoch{'s' * (r.epochs != 1)} on {f'{r.subset:,}' if r.subset else 'all'} "
+                   f"{'synthetic ' if p.search.synthetic else ''}training images"
+                   + (f", tested on {s.test_subset:,} images" if s.test_subset else ""))
+    out = f"{title} ({p.name} profile{': ' + '; '.join(ran) if ran else ''})"
+    held = None if table is None else {r["method"] for r in paper_results(table=table)}
+    return out + "".join(f". Left out: {label(m)}: {why}" for m, why in p.excluded if held is None or m in held)
 
 
 # --- notebooks 01-05: searches and benchmark tables ------------------------------------------------------
@@ -195,14 +300,18 @@ def paper_table(done: Sequence[tuple[Any, list[dict], list[dict]]], table: int,
         done: ``(setting, records, summary)`` per benchmarked setting (:func:`nslab.benchmark.benchmark_all`).
         table: the paper's table number.
         extra: further keys that identify a row.
+
+    Returns:
+        :func:`comparison_table` rows after a ``setting`` ("arch dataset"); the paper's values only where
+        the setting (arch, dataset, parameters) is the paper's.
     """
     rows = []
     for s, _, summary in done:
         if s.table != table:
             continue
         paper = paper_results(table=table, arch=s.arch, dataset=s.paper_dataset)
-        for r in comparison_table(summary, paper, extra):
-            rows.append({"setting": f"{s.arch} {s.dataset}", "paper_setting": f"{s.arch} {s.paper_dataset}", **r})
+        for r in comparison_table(summary, paper, extra, arch=s.arch, dataset=s.dataset):
+            rows.append({"setting": f"{s.arch} {s.dataset}", **r})
     return rows
 
 

@@ -69,3 +69,11 @@ def test_li_keeps_one_ratio_of_every_layer():
     assert get_method("li")(Context("vgg11", "cifar10"), Budget(budget)) == widths
     with pytest.raises(ValueError, match="budget must lie between"):
         keep_ratio_for_budget("vgg11", 10 * budget)
+
+
+def test_budgets_follow_the_scale_not_the_start_when_asked():
+    narrow = Context("vgg11", "cifar10", start_ratio=0.25)  # budgets follow the narrower search ...
+    assert narrow.budget(1.0).params == param_count("vgg11", uniform_widths("vgg11", 0.25))
+    paper = dataclasses.replace(narrow, scale=1.0)  # ... unless the grid keeps the paper's budgets
+    assert paper.budget(0.25).params == 579_786 and paper.start == uniform_widths("vgg11", 0.25)
+    assert get_method("uniform")(paper, paper.budget(0.25)) == uniform_widths("vgg11", 0.25)

@@ -51,12 +51,37 @@ def test_trajectory_and_configuration_figures():
     assert_readable(plots.convergence_figure({"r = 0.25": [5.0, 1.0]}))
 
 
+def test_configurations_figure_draws_reference_as_hollow_markers():
+    # Figure 3: the authors' published configuration per panel beside this run's iterations
+    panels = {"r = 0.25": {"iteration 1": [1, 2], "iteration 2": [2, 3]},
+              "r = 2": {"iteration 1": [5, 6], "iteration 2": [6, 7]}}
+    fig = plots.configurations_figure(panels, title="t", gradient=True, reference={"r = 0.25": [3, 4], "r = 2": [8, 9]},
+                                      reference_name="authors' iteration 1")
+    assert_readable(fig)
+    hollow = [t for t in fig.data if t.marker.symbol and t.marker.symbol.endswith("-open")]
+    assert [list(t.y) for t in hollow] == [[3, 4], [8, 9]] and all(t.mode == "markers" for t in hollow)
+    assert {t.name for t in hollow} == {"authors' iteration 1"} and sum(t.showlegend for t in hollow) == 1
+    assert len(fig.data) == 6 and "hollow" in fig.layout.legend.title.text
+    # several references per panel (the authors' iterations 1 and 15), each its own symbol; panels may lack one
+    fig = plots.configurations_figure(panels, title="t", reference={"r = 2": {"it 1": [8, 9], "it 15": [7, 9]}})
+    hollow = [t for t in fig.data if str(t.marker.symbol).endswith("-open")]
+    assert [(t.name, list(t.y)) for t in hollow] == [("it 1", [8, 9]), ("it 15", [7, 9])]
+    assert hollow[0].marker.symbol != hollow[1].marker.symbol
+    # without a reference: unchanged
+    assert not any(str(t.marker.symbol).endswith("-open") for t in plots.configurations_figure(panels, "t").data)
+    with pytest.raises(ValueError, match="not among"):
+        plots.configurations_figure(panels, "t", reference={"r = 9": [1, 2]})
+    with pytest.raises(ValueError, match="layers"):
+        plots.configurations_figure(panels, "t", reference={"r = 2": [1, 2, 3]})
+
+
 def test_accuracy_figure_with_error_bars_and_paper_overlay():
     summary = [{"method": "uniform", "ratio": r, "params": p, "latency_ms": 1.0 + r, "acc_mean": 80 + r,
                 "acc_std": 0.3, "n": 2} for r, p in ((0.25, 5.8e5), (0.75, 5.2e6))]
     paper = results.paper_results(table=1, arch="vgg11", dataset="cifar10", method="uniform")
-    for x in ("params", "latency"):
-        fig = plots.accuracy_figure(summary, x, title="Figure 4", paper=paper, labels=results.METHOD_LABELS)
+    for x, rows, ref in (("params", summary, paper),
+                         ("latency_x", results.latency_ratios(summary), results.latency_ratios(paper))):
+        fig = plots.accuracy_figure(rows, x, title="Figure 4", paper=ref, labels=results.METHOD_LABELS)
         assert_readable(fig)
         ours, theirs = fig.data
         assert list(ours.error_y.array) == [0.3, 0.3] and ours.name == "Uniform Scale (Baseline)"
@@ -65,6 +90,22 @@ def test_accuracy_figure_with_error_bars_and_paper_overlay():
     assert plots.accuracy_figure(summary, "params").layout.xaxis.type == "log"
     with pytest.raises(ValueError):
         plots.accuracy_figure(summary, "flops")
+
+
+def test_latency_figure_plots_the_ratio_to_uniform_never_two_machines_milliseconds():
+    summary = [{"method": m, "ratio": 0.25, "params": 5.8e5, "latency_ms": lat, "acc_mean": 80.0, "acc_std": 0.3,
+                "n": 2, "device": "cpu"} for m, lat in (("uniform", 2.0), ("neuralscale_it1", 5.0))]
+    paper = results.paper_results(table=1, arch="vgg11", dataset="cifar10")
+    paper = [r for r in paper if r["ratio"] == 0.25 and r["method"] in ("uniform", "neuralscale_it1")]
+    fig = plots.accuracy_figure(results.latency_ratios(summary), "latency_x", paper=results.latency_ratios(paper))
+    assert fig.layout.xaxis.title.text == "latency relative to uniform at the same budget (x)"
+    xs = {t.name: list(t.x) for t in fig.data}
+    assert xs["neuralscale_it1"] == [2.5] and xs["uniform"] == [1.0]
+    want = round(next(r["latency_ms"] for r in paper if r["method"] == "neuralscale_it1") / paper[0]["latency_ms"], 3)
+    assert xs["paper: neuralscale_it1"] == [want]  # the paper's own ratio, from its GTX 1080 Ti rows
+    with pytest.raises(ValueError, match="GTX 1080 Ti"):
+        plots.accuracy_figure(summary, "latency", paper=paper)  # milliseconds of two machines on one axis
+    assert "this machine" in plots.accuracy_figure(summary, "latency").layout.xaxis.title.text
 
 
 def test_check_name():

@@ -25,9 +25,21 @@ def test_presets():
         config.preset("fast")
     cpu = config.preset("cpu")
     assert cpu.benchmark[0].arch == "vgg11" and cpu.benchmark[0].dataset == "cifar10"
-    assert len(cpu.benchmark[0].seeds_at(0.25)) >= 2  # at least two seeds at ratio 0.25
+    assert len(cpu.benchmark[0].seeds_at(0.25, "uniform")) >= 2  # at least two seeds at ratio 0.25
     assert {s.arch for s in cpu.pretrain} == {"vgg11", "mobilenetv2"}
     assert [s.arch for s in cpu.convcut] == ["mobilenetv2", "resnet18"]
+    # the cpu search prunes a trained network on every training image; the studies stay cheap, without a floor
+    main = cpu.search_for(cpu.descent)
+    assert main.train_subset is None and main.prune.min_pretrain_accuracy == 65.0
+    assert main.prune.batches_per_step > 1  # Taylor scores averaged over several minibatches
+    study = cpu.search_for(cpu.pretrain[0], pretrain_epochs=0)
+    assert study.train_subset == 1536 and study.prune.min_pretrain_accuracy is None
+    assert study.prune.pretrain_epochs == 0
+    t1 = cpu.benchmark[0]
+    assert t1.seeds_at(0.25, "uniform") == t1.seeds_at(0.25, "neuralscale_last") == (0, 1)
+    assert t1.seeds_at(0.25, "morphnet") == (0,) and "li" not in cpu.methods
+    assert cpu.recipe_for(t1, "cifar").subset is None and cpu.recipe_for(cpu.pretrain[0], "cifar").subset == 5000
+    assert config.preset("smoke").search_for(None).prune.min_pretrain_accuracy is None
     paper = config.preset("paper")
     assert {(s.arch, s.dataset) for s in paper.benchmark if s.table == 1} == {
         ("vgg11", "cifar10"), ("mobilenetv2", "cifar100"), ("resnet18", "tinyimagenet")}

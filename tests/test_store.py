@@ -89,11 +89,19 @@ def test_paper_results_transcription():
 
 def test_comparison_table_puts_the_paper_beside_the_run():
     summary = [{"method": "neuralscale_last", "ratio": 0.25, "params": 579_600, "latency_ms": 3.0,
-                "acc_mean": 80.0, "acc_std": 0.5, "n": 2},
+                "acc_mean": 80.0, "acc_std": 0.5, "n": 2, "iteration": 15},
                {"method": "uniform", "ratio": 0.5, "params": 2_300_000, "latency_ms": float("nan"),
                 "acc_mean": 79.0, "acc_std": 0.0, "n": 1}]
-    rows = results.comparison_table(summary, results.paper_results(table=1, arch="vgg11", dataset="cifar10"))
+    paper = results.paper_results(table=1, arch="vgg11", dataset="cifar10")
+    rows = results.comparison_table(summary, paper, arch="vgg11", dataset="cifar10")
     assert rows[0]["paper_accuracy"] == "91.22 ± 0.15" and rows[0]["accuracy"] == "80.00 ± 0.50"
     assert rows[0]["paper_params_m"] == 0.58 and rows[0]["params_m"] == pytest.approx(0.5796)
+    assert rows[0]["paper_latency_ms"] == 2.94 and rows[0]["label"] == "NeuralScale (Iteration = 15)"
+    assert rows[0]["paper_setting"] == "vgg11 cifar10, NeuralScale (Iteration = 15), 0.58M params, 91.22 ± 0.15%"
     assert rows[1]["paper_accuracy"] == "" and rows[1]["latency_ms"] is None  # the paper has no r = 0.5 row
+    assert rows[1]["paper_setting"] == ""
     assert rows[1]["accuracy"] == "79.00"  # one seed: no "± 0.00"
+    # without the run's setting nothing is compared, but the paper's row is still named
+    unknown = results.comparison_table(summary, paper)[0]
+    assert unknown["paper_accuracy"] == "" and unknown["paper_params_m"] is None
+    assert unknown["paper_setting"].startswith("vgg11 cifar10")

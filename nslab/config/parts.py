@@ -62,6 +62,8 @@ class PruneSettings:
         batch_size: images per minibatch.
         pretrain_epochs: epochs of plain training of the fresh network before pruning starts.
         pretrain_lr: learning rate of those epochs.
+        pretrain_schedule: ``"constant"`` (the release) or ``"linear"`` (from ``pretrain_lr`` to zero over the
+            pre-training epochs, step by step: a few epochs then end on a settled network).
         lr: learning rate once pruning starts; divided by ``lr_decay`` every ``lr_decay_every`` epochs.
         lr_decay: divisor of the learning-rate schedule during pruning.
         lr_decay_every: epochs between learning-rate divisions during pruning.
@@ -85,6 +87,7 @@ class PruneSettings:
     batch_size: int = 256
     pretrain_epochs: int = 10
     pretrain_lr: float = 0.1
+    pretrain_schedule: str = "constant"
     lr: float = 0.01
     lr_decay: float = 1.5
     lr_decay_every: int = 10
@@ -115,6 +118,8 @@ class PruneSettings:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive number, got {v!r}")
+        if self.pretrain_schedule not in ("constant", "linear"):
+            raise ValueError(f"unknown pretrain_schedule {self.pretrain_schedule!r}; accepted: constant, linear")
         if not 0 <= self.shrink_min_fraction < 1:
             raise ValueError(f"shrink_min_fraction must be in [0, 1), got {self.shrink_min_fraction!r}")
         if not 0 <= self.momentum < 1:
@@ -299,13 +304,18 @@ class Setting:
             ``uniform_widths(arch, r * start_ratio)``.
         seeds: seeds at every ratio.
         extra_seeds: more seeds at the first ratio (the paper's headline ratio 0.25).
+        extra_seed_methods: the methods that get ``extra_seeds`` (``None``: all).
         table: which paper table the setting's rows go to (1 or 2 in the benchmark).
         methods: the methods run (``None``: the preset's).
         start_ratio: overrides the search's start ratio for this setting (a cheaper search of a big
-            network on a CPU); budgets follow it.
+            network on a CPU); budgets follow it unless ``scale`` is set.
+        scale: the width the paper's ratio 1 stands for in this setting's budgets (the budget of r is the
+            count of ``uniform_widths(arch, r * scale)``); ``None``: the search's start ratio.
         prune: overrides of the search's :class:`PruneSettings`, as ``(field, value)`` pairs.
+        search: overrides of the other :class:`SearchSettings` fields (e.g. ``(("train_subset", 1536),)``).
         pretrain_epochs: the P_e compared in the pre-training study (``None``: the preset's).
         train_subset: training images of this setting's from-scratch runs (``None``: the preset's).
+        epochs: epochs of those runs (``None``: the preset's).
         test_subset: evaluate those runs on N class-balanced test images (``None``: all).
     """
 
@@ -315,12 +325,16 @@ class Setting:
     ratios: tuple[float, ...]
     seeds: tuple[int, ...] = (0,)
     extra_seeds: tuple[int, ...] = ()
+    extra_seed_methods: tuple[str, ...] | None = None
     table: int = 1
     methods: tuple[str, ...] | None = None
     start_ratio: float | None = None
+    scale: float | None = None
     prune: tuple[tuple[str, Any], ...] = ()
+    search: tuple[tuple[str, Any], ...] = ()
     pretrain_epochs: tuple[int, ...] | None = None
     train_subset: int | None = None
+    epochs: int | None = None
     test_subset: int | None = None
 
     @property
@@ -328,9 +342,10 @@ class Setting:
         """``<arch>_<dataset>``, for file names."""
         return f"{self.arch}_{self.dataset}"
 
-    def seeds_at(self, ratio: float) -> tuple[int, ...]:
-        """Seeds run at ``ratio``."""
-        return self.seeds + (self.extra_seeds if ratio == self.ratios[0] else ())
+    def seeds_at(self, ratio: float, method: str | None = None) -> tuple[int, ...]:
+        """Seeds run at ``ratio`` (by ``method``)."""
+        extra = ratio == self.ratios[0] and (self.extra_seed_methods is None or method in self.extra_seed_methods)
+        return self.seeds + (self.extra_seeds if extra else ())
 
 
 @dataclass(frozen=True)
@@ -353,6 +368,11 @@ class Preset:
         pretrain_epochs: Figures 6-9 and Tables 3-4: the pre-training epochs P_e compared.
         pretrain: the settings of that study (VGG11, then MobileNetV2).
         convcut: Figures 10-11 and Tables 5-6: MobileNetV2 then ResNet18 settings.
+        chance_margin: a trained run whose best test accuracy lies within this many percentage points
+            of chance (100 / classes %) stops the reproduction (``None``: no check, for runs at chance
+            by design such as synthetic smoke runs).
+        excluded: ``(method, reason)`` pairs this preset's tables leave out; the reason goes into the
+            tables' captions (:func:`nslab.tables.caption`).
     """
 
     name: str
@@ -369,6 +389,8 @@ class Preset:
     pretrain_epochs: tuple[int, ...] = (0, 2, 5, 10, 30, 60)
     pretrain: tuple[Setting, ...] = ()
     convcut: tuple[Setting, ...] = ()
+    chance_margin: float | None = 3.0
+    excluded: tuple[tuple[str, str], ...] = ()
 
     def search_for(self, setting: Setting | None = None, pretrain_epochs: int | None = None,
                    iterations: int | None = None) -> SearchSettings:
@@ -379,6 +401,8 @@ class Preset:
             changes["pretrain_epochs"] = pretrain_epochs
         if changes:
             s = replace(s, prune=replace(s.prune, **changes))
+        if setting is not None and setting.search:
+            s = replace(s, **dict(setting.search))
         if setting is not None and setting.start_ratio is not None:
             s = replace(s, start_ratio=setting.start_ratio)
         return replace(s, iterations=iterations) if iterations is not None else s
@@ -392,10 +416,11 @@ class Preset:
         return table[variant]
 
     def recipe_for(self, setting: Setting, variant: str) -> Recipe:
-        """The from-scratch recipe of ``setting``: cut to :attr:`epochs`, on its class-balanced subset."""
+        """The from-scratch recipe of ``setting``: cut to its (or the preset's) epochs, on its class-balanced subset."""
         r = self.recipe(variant)
-        if self.epochs is not None and self.epochs != r.epochs:
-            r = scale_epochs(r, self.epochs)
+        epochs = setting.epochs or self.epochs
+        if epochs is not None and epochs != r.epochs:
+            r = scale_epochs(r, epochs)
         subset = setting.train_subset or self.train_subset
         # class-balanced: folder datasets are stored class by class, so the first N would be one class
         return replace(r, subset=subset, subset_mode="balanced") if subset else r

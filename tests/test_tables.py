@@ -1,0 +1,155 @@
+"""Honest tables: no run at chance, MACs and training time in every row, the paper's numbers only beside the
+same setting, latency relative to uniform, the last iteration named by its number, captions that say what ran."""
+
+import dataclasses
+from types import SimpleNamespace
+
+import pytest
+
+from nslab import benchmark, tables
+from nslab.config import preset
+from nslab.models import macs, uniform_widths
+from nslab.paths import Paths
+
+
+def record(method="uniform", arch="vgg11", dataset="cifar10", ratio=0.25, seed=0, acc=80.0, **kw):
+    return {"method": method, "arch": arch, "dataset": dataset, "ratio": ratio, "seed": seed, "acc": acc,
+            "params": 579_000, "widths": uniform_widths(arch, ratio), "convcut": False, "latency_ms": 2.0,
+            "train_seconds": 120.0, "device": "cpu", **kw}
+
+
+# --- chance -----------------------------------------------------------------------------------------------
+
+
+def test_a_run_within_the_margin_of_chance_stops_with_what_to_change():
+    ok = [record(acc=13.01), record(dataset="cifar100", acc=4.5, seed=3)]  # chance 10% / 1%
+    tables.check_chance(ok, 3.0)
+    with pytest.raises(ValueError) as e:
+        tables.check_chance(ok + [record(method="morphnet", seed=1, acc=13.0)], 3.0)
+    msg = str(e.value)
+    assert "vgg11 cifar10" in msg and "morphnet" in msg and "seed 1" in msg and "13.00%" in msg
+    assert "chance 10.00% with 10 classes" in msg
+    assert "epochs" in msg and "train_subset" in msg and "chance_margin=None" in msg  # what to change
+    assert "seed 3" not in msg and "1 trained run(s)" in msg  # only the run at chance is named
+    with pytest.raises(ValueError, match="within 3 points"):
+        tables.check_chance([record(acc=8.0)], 3.0)  # below chance counts too
+    tables.check_chance([record(acc=8.0)], None)  # the check switched off
+
+
+def test_presets_set_the_chance_margin_and_what_they_leave_out():
+    assert preset("smoke").chance_margin is None
+    assert preset("cpu").chance_margin == preset("paper").chance_margin == 3.0
+    cpu = preset("cpu")
+    assert "li" not in cpu.methods and dict(cpu.excluded)["li"].startswith("Li et al. train the full-width")
+    assert "li" in preset("smoke").methods and "li" in preset("paper").methods and not preset("paper").excluded
+
+
+def test_train_runs_checks_cached_records_too(monkeypatch, tmp_path):
+    monkeypatch.setattr(benchmark, "load_data", lambda p, s, paths: SimpleNamespace(spec=None))
+    monkeypatch.setattr(benchmark.ResultsStore, "ensure", lambda self, specs, compute, **kw: [record(acc=10.5)])
+    s = preset("cpu").benchmark[0]
+    paths = Paths(tmp_path / "f", tmp_path / "r", None)
+    with pytest.raises(ValueError, match="seed 0: best test accuracy 10.50%"):
+        benchmark.train_runs(preset("cpu"), s, [], paths, progress=False)
+    assert benchmark.train_runs(preset("smoke"), s, [], paths, progress=False)[0]["acc"] == 10.5
+
+
+# --- summaries and comparison rows ------------------------------------------------------------------------
+
+
+def test_summarize_carries_the_setting_macs_and_training_time():
+    w = uniform_widths("vgg11", 0.25)
+    recs = [record(seed=0, train_seconds=60.0), record(seed=1, train_seconds=180.0, macs=1_000_000),
+            record(method="neuralscale_last", iteration=2)]
+    s = tables.summarize(recs)
+    assert (s[0]["arch"], s[0]["dataset"]) == ("vgg11", "cifar10") and "iteration" not in s[0]
+    assert s[0]["macs"] == pytest.approx((macs("vgg11", w, "cifar10") + 1_000_000) / 2)  # computed | stored
+    assert s[0]["train_seconds"] == pytest.approx(120.0)
+    assert s[1]["iteration"] == 2
+    r18 = uniform_widths("resnet18", 0.25)
+    conv = tables.summarize([record(method="uniform_convcut", arch="resnet18", convcut=True, trained_widths=r18)])
+    assert conv[0]["macs"] == macs("resnet18", r18, "cifar10", True) != macs("resnet18", r18, "cifar10")
+    row = tables.comparison_table(s)[0]
+    assert row["macs_m"] == round(s[0]["macs"] / 1e6, 3) and row["train_min"] == 2.0
+    assert {"macs_m", "train_min"} <= set(tables.TABLE_COLUMNS)
+    cols = tables.TABLE_COLUMNS
+    assert cols.index("macs_m") == cols.index("paper_params_m") + 1
+    assert cols.index("train_min") > cols.index("accuracy")
+
+
+def test_the_paper_stands_only_beside_its_own_setting():
+    paper = tables.paper_results(table=2, arch="resnet18", dataset="cifar100")
+    tiny = tables.summarize([record(arch="resnet18", dataset="cifar10", params=40_000, acc=40.0)])
+    row = tables.comparison_table(tiny, paper)[0]
+    assert row["paper_params_m"] is None and row["paper_latency_ms"] is None and row["paper_accuracy"] == ""
+    assert row["paper_latency_x"] is None
+    assert row["paper_setting"] == "resnet18 cifar100, 0.71M params, 68.10 ± 0.40%"
+    # the same arch and dataset, but not the paper's parameter count (> 5% off): not compared either
+    small = tables.summarize([record(arch="resnet18", dataset="cifar100", params=640_000)])
+    assert tables.comparison_table(small, paper)[0]["paper_accuracy"] == ""
+    near = tables.summarize([record(arch="resnet18", dataset="cifar100", params=690_000)])
+    assert tables.comparison_table(near, paper)[0]["paper_accuracy"] == "68.10 ± 0.40"
+    # the arch and dataset passed in win over the rows'
+    assert tables.comparison_table(near, paper, dataset="cifar10")[0]["paper_accuracy"] == ""
+
+
+def test_paper_table_pairs_no_run_with_another_datasets_row():
+    s = preset("cpu").benchmark[1]  # resnet18 on cifar10 standing in for the paper's cifar100
+    summary = tables.summarize([record(arch=s.arch, dataset=s.dataset, params=710_000)])
+    rows = tables.paper_table([(s, [], summary)], 2)
+    assert rows[0]["setting"] == "resnet18 cifar10" and rows[0]["paper_accuracy"] == ""
+    assert rows[0]["paper_setting"].startswith("resnet18 cifar100, 0.71M params")
+
+
+def test_latency_relative_to_uniform_on_the_same_machine_and_in_the_paper():
+    recs = [record(latency_ms=2.0), record(method="neuralscale_last", latency_ms=5.0, iteration=15),
+            record(method="uniform", ratio=0.75, params=5_200_000, latency_ms=8.0)]
+    rows = tables.comparison_table(tables.summarize(recs),
+                                   tables.paper_results(table=1, arch="vgg11", dataset="cifar10"))
+    assert [r["latency_x"] for r in rows] == [1.0, 2.5, 1.0]
+    assert rows[1]["paper_latency_x"] == pytest.approx(round(2.94 / 1.29, 3))  # the paper's own uniform
+    other = tables.latency_ratios([{"method": "uniform", "ratio": 0.25, "latency_ms": 2.0, "device": "cpu"},
+                                   {"method": "morphnet", "ratio": 0.25, "latency_ms": 3.0, "device": "cuda"}])
+    assert other[1]["latency_x"] is None  # another machine's uniform is no baseline
+
+
+def test_the_last_iteration_is_named_by_its_number():
+    assert tables.label("neuralscale_last", 1) == "NeuralScale (Iteration = 1)"
+    s = tables.summarize([record(method="neuralscale_last", iteration=3)])
+    assert tables.comparison_table(s)[0]["label"] == "NeuralScale (Iteration = 3)"
+    assert tables.series_labels(s)["neuralscale_last"] == "NeuralScale (Iteration = 3)"
+
+
+def test_caption_says_what_ran_and_what_was_left_out():
+    cpu = preset("cpu")
+    s = cpu.benchmark[0]
+    epochs, images = cpu.recipe_for(s, "cifar").epochs, cpu.recipe_for(s, "cifar").subset
+    cap = tables.caption(cpu, "Table 1: x", [s], table=1)
+    n = f"{images:,}" if images else "all"
+    assert cap.startswith(f"Table 1: x (cpu profile: vgg11 cifar10, {epochs} epochs on {n} training images)")
+    assert "Left out: Li et al. (L1 pruning, fine-tuned): Li et al. train the full-width network" in cap
+    assert "Left out" not in tables.caption(cpu, "Table 5: x", cpu.convcut[:1], table=5)  # no Li in Table 5
+    smoke = preset("smoke")
+    assert "synthetic training images" in tables.caption(smoke, "t", smoke.benchmark[:1])
+    assert "(paper: cifar100)" in tables.caption(smoke, "t", smoke.benchmark[1:])
+
+
+# --- the grid: one network is not run twice ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("iterations", [1, 2])
+def test_last_iteration_runs_beside_iteration_1_only_after_more_than_one(monkeypatch, tmp_path, iterations):
+    seen = []
+    run = SimpleNamespace(iterations=(None,) * iterations)
+    monkeypatch.setattr(benchmark, "load_data", lambda p, s, paths: None)
+    monkeypatch.setattr(benchmark, "run_specs", lambda p, s, run, methods, *a: seen.append(tuple(methods)) or [])
+    monkeypatch.setattr(benchmark, "train_runs", lambda *a, **k: [])
+    monkeypatch.setattr(benchmark, "search", lambda *a, **k: run)
+    p = dataclasses.replace(preset("smoke"), study_iterations=iterations)
+    paths = Paths(tmp_path / "f", tmp_path / "r", None)
+    benchmark.benchmark(p, p.benchmark[0], paths, progress=False)
+    benchmark.convcut_study(p, p.convcut[0], paths, progress=False)
+    benchmark.benchmark(p, p.benchmark[0], paths, methods=("neuralscale_last",), run=run, progress=False)
+    last = [("neuralscale_last" in m) for m in seen]
+    assert last == ([False, False, True] if iterations == 1 else [True, True, True])
+    assert all("neuralscale_it1" in m for m in seen[:2])
