@@ -27,7 +27,7 @@ EXPECTED = {  # file stem -> extensions, per notebook
     "01": {"nb01_pruning_trajectory": FIG, "nb01_pruning_steps": TAB},
     "02": {"fig02_power_law": FIG, "fig02_power_law_fits": TAB},
     "03": {"nb03_budget_configurations": FIG + TAB},
-    "04": {"fig03_descent_configurations": FIG + TAB, "nb04_convergence": FIG},
+    "04": {"fig03_descent_configurations": FIG + TAB, "nb04_convergence": FIG, "fig03_shape_agreement": TAB},
     "05": {"fig04_accuracy_vs_params_vgg11_cifar10": FIG, "fig05_accuracy_vs_latency_vgg11_cifar10": FIG,
            "fig04_accuracy_vs_params_resnet18_cifar10": FIG, "table1_benchmark": TAB,
            "table2_benchmark_more": TAB},
