@@ -255,7 +255,7 @@ def convcut_study(p: Preset, setting: Setting, paths: Paths, progress: bool = Tr
     """Figures 10-11 / Tables 5-6: uniform, MorphNet, uniform with conv shortcuts, NeuralScale 1 and last.
 
     NeuralScale's last iteration runs only when the study searches more than one iteration (otherwise it
-    is iteration 1's network).
+    is iteration 1's network, and :func:`benchmark` leaves it out).
 
     Returns:
         ``(records, summary)`` with the summary by (method, ratio).
@@ -263,7 +263,6 @@ def convcut_study(p: Preset, setting: Setting, paths: Paths, progress: bool = Tr
     from .tables import summarize
 
     run = search(p, setting, paths, iterations=p.study_iterations, progress=progress)
-    methods = ("uniform", "morphnet", "uniform_convcut", "neuralscale_it1")
-    methods += ("neuralscale_last",) if len(run.iterations) > 1 else ()  # else iteration 1's network again
+    methods = ("uniform", "morphnet", "uniform_convcut", "neuralscale_it1", "neuralscale_last")
     _, recs = benchmark(p, setting, paths, methods=methods, run=run, progress=progress)
     return recs, summarize(recs)

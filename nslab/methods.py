@@ -17,6 +17,7 @@ The explorer (notebook 03), the command line and the benchmark all call :func:`g
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -150,12 +151,17 @@ def morphnet_base(ctx: Context) -> list[int]:
                 return [int(x) for x in row]
     if not ctx.laws:
         raise ValueError("MorphNet needs an architecture-descent run (iteration 1's trajectory or fit)")
-    law = ctx.laws[0]
+    return list(_law_at_channels(ctx.laws[0], target))
+
+
+@functools.lru_cache(maxsize=64)
+def _law_at_channels(law: PowerLaw, target: int) -> tuple[int, ...]:
+    """Rounded widths of ``law`` where its channels sum to ``target`` (cached: the slider asks every move)."""
     lo, hi = 1.0, 1e15
     for _ in range(200):  # bisection on ln tau: total channels grow with tau when every beta > 0
         mid = math.sqrt(lo * hi)
         lo, hi = (mid, hi) if law.widths(mid).sum() < target else (lo, mid)
-    return [max(1, int(round(w))) for w in law.widths(hi)]
+    return tuple(max(1, int(round(w))) for w in law.widths(hi))
 
 
 def _morphnet(ctx: Context, b: Budget) -> list[int]:

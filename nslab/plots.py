@@ -38,9 +38,6 @@ def _style(method: str, i: int) -> tuple[str, str]:
     return METHOD_STYLE.get(method, (PALETTE[i % len(PALETTE)], "circle"))
 
 
-def _fmt_params(p: float) -> str:
-    return f"{p / 1e6:.2f}M" if p >= 1e5 else f"{p / 1e3:.1f}k"
-
 
 # --- Algorithm 1 ---------------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import io
+from .config import preset
 from .methods import METHODS, Context
 from .models import macs, param_count
 
@@ -285,6 +286,11 @@ def caption(p, title: str, settings: Sequence[Any] = (), table: int | None = Non
                    f"{'synthetic ' if p.search.synthetic else ''}training images"
                    + (f", tested on {s.test_subset:,} images" if s.test_subset else ""))
     out = f"{title} ({p.name} profile{': ' + '; '.join(ran) if ran else ''})"
+    epochs = {p.recipe_for(s, dataset_spec(s.dataset).variant).epochs for s in settings}
+    released = max(r.epochs for _, r in preset("paper").train)
+    if epochs and max(epochs) < released:  # a short run: the paper's accuracies are out of its reach
+        out += (f". Accuracies after {', '.join(map(str, sorted(epochs)))} epochs, not the paper's "
+                f"{released}: compare the order of the methods, not the values")
     held = None if table is None else {r["method"] for r in paper_results(table=table)}
     return out + "".join(f". Left out: {label(m)}: {why}" for m, why in p.excluded if held is None or m in held)
 

@@ -3,6 +3,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from nslab import io, powerlaw
+from nslab.models import param_count
+
 DATA = Path(__file__).parent / "data"
 
 
@@ -17,3 +20,22 @@ def _one_thread():
 def ref_dir() -> Path:
     """The authors' reference trajectories and fits copied into tests/data (MIT, see LICENSE there)."""
     return DATA
+
+
+def write_authors_run(root: Path, ref_dir: Path, name: str, **summary) -> Path:
+    """A search run directory as architecture descent writes it, from the authors' iteration-1 trajectory.
+
+    ``summary``: extra keys of iteration 1's ``summary.json``. Returns the run directory.
+    """
+    run = root / "descent" / name
+    w = io.read_trajectory(ref_dir / "vgg_10_eff_c10_1.csv")
+    law = powerlaw.fit_power_law(w, "vgg11", "cifar10")
+    io.write_json(run / "settings.json", {"arch": "vgg11", "dataset": "cifar10", "convcut": False,
+                                          "search": {"start_ratio": 1.0}})
+    io.write_trajectory(run / "iter_01" / "trajectory.csv", w, [param_count("vgg11", r) for r in w.tolist()])
+    powerlaw.save_fit(run / "iter_01" / "fit.json", law, arch="vgg11", dataset="cifar10", iteration=1)
+    gen = powerlaw.widths_for_budget(law, "vgg11", "cifar10", 9_231_114)
+    io.write_json(run / "iter_01" / "summary.json", {
+        "start_widths": [64, 128, 256, 256, 512, 512, 512, 512], "change_from_previous": 0.1, **summary,
+        "generated": {"widths": gen.widths, "params": gen.params, "target": gen.target, "rel_error": gen.rel_error}})
+    return run

@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import plotly.graph_objects as go
 import pytest
+from conftest import write_authors_run
 
 from nslab import explorer, figures, io, plots, powerlaw
 from nslab import tables as results
@@ -179,18 +180,9 @@ def test_morphnet_base_keeps_half_the_channels(fit):
 
 
 def test_available_fits_finds_project_searches(tmp_path, fit, ref_dir):
-    # a search run directory as architecture descent writes it, from the authors' iteration-1 trajectory
-    run = tmp_path / "descent" / "vgg11_cifar10_pe10_abc"
     w = io.read_trajectory(ref_dir / "vgg_10_eff_c10_1.csv")
     law = powerlaw.fit_power_law(w, "vgg11", "cifar10")
-    io.write_json(run / "settings.json", {"arch": "vgg11", "dataset": "cifar10", "convcut": False,
-                                          "search": {"start_ratio": 1.0}})
-    io.write_trajectory(run / "iter_01" / "trajectory.csv", w, [param_count("vgg11", r) for r in w.tolist()])
-    powerlaw.save_fit(run / "iter_01" / "fit.json", law, arch="vgg11", dataset="cifar10", iteration=1)
-    gen = powerlaw.widths_for_budget(law, "vgg11", "cifar10", 9_231_114)
-    io.write_json(run / "iter_01" / "summary.json", {
-        "start_widths": [64, 128, 256, 256, 512, 512, 512, 512], "change_from_previous": 0.1,
-        "generated": {"widths": gen.widths, "params": gen.params, "target": gen.target, "rel_error": gen.rel_error}})
+    write_authors_run(tmp_path, ref_dir, "vgg11_cifar10_pe10_abc")
     fits = explorer.available_fits([tmp_path])
     assert "authors: vgg11-cifar100, iteration 1" in fits
     mine = fits["this project: vgg11_cifar10_pe10_abc, iteration 1"]

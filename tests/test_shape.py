@@ -4,8 +4,9 @@ import math
 
 import numpy as np
 import pytest
+from conftest import write_authors_run
 
-from nslab import io, powerlaw, shape
+from nslab import powerlaw, shape
 from nslab.descent import load_run
 from nslab.models import param_count, uniform_widths
 
@@ -40,20 +41,7 @@ def test_meets_goal():
 
 
 def _authors_run(root, ref_dir):
-    """A search run directory as architecture descent writes it, from the authors' iteration-1 trajectory."""
-    run = root / "descent" / "vgg11_cifar10_authors"
-    w = io.read_trajectory(ref_dir / "vgg_10_eff_c10_1.csv")
-    law = powerlaw.fit_power_law(w, "vgg11", "cifar10")
-    io.write_json(run / "settings.json", {"arch": "vgg11", "dataset": "cifar10", "convcut": False,
-                                          "search": {"start_ratio": 1.0}})
-    io.write_trajectory(run / "iter_01" / "trajectory.csv", w, [param_count("vgg11", r) for r in w.tolist()])
-    powerlaw.save_fit(run / "iter_01" / "fit.json", law, arch="vgg11", dataset="cifar10", iteration=1)
-    gen = powerlaw.widths_for_budget(law, "vgg11", "cifar10", 9_231_114)
-    io.write_json(run / "iter_01" / "summary.json", {
-        "start_widths": [64, 128, 256, 256, 512, 512, 512, 512], "change_from_previous": 0.1,
-        "pretrain_accuracy": 80.5, "seconds": 12.0,
-        "generated": {"widths": gen.widths, "params": gen.params, "target": gen.target, "rel_error": gen.rel_error}})
-    return load_run(run)
+    return load_run(write_authors_run(root, ref_dir, "vgg11_cifar10_authors", pretrain_accuracy=80.5, seconds=12.0))
 
 
 def test_agreement_of_the_authors_own_trajectory_is_close_to_one(tmp_path, ref_dir):

@@ -129,6 +129,8 @@ def test_caption_says_what_ran_and_what_was_left_out():
     assert cap.startswith(f"Table 1: x (cpu profile: vgg11 cifar10, {epochs} epochs on {n} training images)")
     assert "Left out: Li et al. (L1 pruning, fine-tuned): Li et al. train the full-width network" in cap
     assert "Left out" not in tables.caption(cpu, "Table 5: x", cpu.convcut[:1], table=5)  # no Li in Table 5
+    assert f"Accuracies after {epochs} epochs, not the paper's 300: compare the order" in cap
+    assert "not the paper's" not in tables.caption(preset("paper"), "t", preset("paper").benchmark[:1])
     smoke = preset("smoke")
     assert "synthetic training images" in tables.caption(smoke, "t", smoke.benchmark[:1])
     assert "(paper: cifar100)" in tables.caption(smoke, "t", smoke.benchmark[1:])
