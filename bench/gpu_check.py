@@ -56,6 +56,17 @@ def main() -> None:
         report(check="train+resume", epochs=len(h), best_test_acc=h.best_test_acc, seconds=round(h.seconds, 2))
         assert h.best_test_acc > 30, "synthetic task not learnt on CUDA"
 
+    # the CUDA-graph step against the eager one (bf16 both): the same SGD, so close losses
+    runs = {}
+    for graphs in (False, True):
+        torch.manual_seed(0)
+        m = create_model("vgg11", uniform_widths("vgg11", 0.25), "cifar10")
+        runs[graphs] = train(m, data, r, device=dev, seed=0, progress=False, cuda_graphs=graphs)
+    eager, graphed = runs[False].column("train_loss"), runs[True].column("train_loss")
+    report(check="cuda_graphs", eager_train_loss=eager, graphed_train_loss=graphed,
+           eager_best=runs[False].best_test_acc, graphed_best=runs[True].best_test_acc)
+    assert all(abs(a - b) <= 0.05 * abs(a) + 0.02 for a, b in zip(eager, graphed)), "graphed step diverges from eager"
+
     with tempfile.TemporaryDirectory() as run:
         t0 = time.perf_counter()
         res = architecture_descent("vgg11", "cifar10", smoke_data("cifar10"), preset("smoke").search, run,
@@ -73,11 +84,11 @@ def main() -> None:
     # One full-width VGG11 epoch of CIFAR-10 size with the paper recipe's batch: seconds per epoch on this GPU.
     big = synthetic_data(10, args.epoch_images // 10, 100)
     r = scale_epochs(recipe("paper", "cifar10"), 1)
-    for ratio in (0.25, 1.0):
+    for ratio, graphs in ((0.25, True), (0.25, False), (1.0, True)):
         h = train(create_model("vgg11", uniform_widths("vgg11", ratio), "cifar10"), big, r, device=dev,
-                  progress=False)
-        report(check="epoch", arch="vgg11", ratio=ratio, images=big.num_train, seconds=round(h.seconds, 2),
-               images_per_s=round(big.num_train / h.seconds))
+                  progress=False, cuda_graphs=graphs)
+        report(check="epoch", arch="vgg11", ratio=ratio, cuda_graphs=graphs, images=big.num_train,
+               seconds=round(h.seconds, 2), images_per_s=round(big.num_train / h.seconds))
 
 
 if __name__ == "__main__":

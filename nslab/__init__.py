@@ -11,6 +11,7 @@ from .config import PRESETS, Preset, PruneSettings, Recipe, SearchSettings, pres
 from .data import DeviceBatches, ImageData, load_dataset, synthetic_data
 from .descent import SearchRun, architecture_descent, load_run
 from .latency import measure_latency
+from .latency_table import LatencyTable
 from .methods import METHODS, Budget, Context, get_method
 from .models import create_model, default_widths, macs, macs_counter, param_count, uniform_widths
 from .powerlaw import PowerLaw, fit_power_law, load_fit, published_fit
@@ -25,6 +26,7 @@ __all__ = [
     "Context",
     "DeviceBatches",
     "History",
+    "LatencyTable",
     "ImageData",
     "PowerLaw",
     "Preset",

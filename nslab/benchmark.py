@@ -17,6 +17,7 @@ import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -29,7 +30,7 @@ from .paths import Paths
 from .store import ResultsStore, RunSpec
 
 __all__ = ["benchmark", "benchmark_all", "context", "convcut_study", "load_data", "pretraining_study",
-           "run_specs", "search", "train_runs"]
+           "run_slots", "run_specs", "search", "search_dir", "train_runs"]
 
 
 @lru_cache(maxsize=4)
@@ -83,13 +84,22 @@ def search(p: Preset, setting: Setting, paths: Paths, iterations: int | None = N
         The :class:`~nslab.descent.SearchRun` of iterations 1..N.
     """
     ss = p.search_for(setting, pretrain_epochs, iterations)
-    data = load_data(p, setting, paths)
-    device = _device()
-    key = digest(resolved_settings(setting.arch, setting.dataset, False, ss, 0, data, device), n=10)
-    run_dir = paths.results / "descent" / f"{setting.slug}_pe{ss.prune.pretrain_epochs}_{key}"
+    run_dir = search_dir(p, setting, paths, pretrain_epochs)
     with _threads(ss.threads):
-        return architecture_descent(setting.arch, setting.dataset, data, ss, run_dir, device=device,
-                                    progress=progress, on_row=on_row)
+        return architecture_descent(setting.arch, setting.dataset, load_data(p, setting, paths), ss, run_dir,
+                                    device=_device(), progress=progress, on_row=on_row)
+
+
+def search_dir(p: Preset, setting: Setting, paths: Paths, pretrain_epochs: int | None = None) -> Path:
+    """The run directory :func:`search` uses: ``<results>/descent/<arch>_<dataset>_pe<P_e>_<key>``.
+
+    The key hashes the resolved search (its iteration count aside: more iterations extend the same run),
+    the data's fingerprint and the device kind.
+    """
+    ss = p.search_for(setting, pretrain_epochs)
+    data = load_data(p, setting, paths)
+    key = digest(resolved_settings(setting.arch, setting.dataset, False, ss, 0, data, _device()), n=10)
+    return paths.results / "descent" / f"{setting.slug}_pe{ss.prune.pretrain_epochs}_{key}"
 
 
 def context(p: Preset, setting: Setting, run: SearchRun | None = None) -> Context:
@@ -105,7 +115,7 @@ def _variant(setting: Setting) -> str:
 
 
 def run_specs(p: Preset, setting: Setting, run: SearchRun | None, methods: Sequence[str], data: ImageData,
-              ratios: Sequence[float] | None = None, tags: tuple = ()) -> list[RunSpec]:
+              ratios: Sequence[float] | None = None, tags: tuple = (), metric: str = "params") -> list[RunSpec]:
     """The training runs of ``methods`` x ratios x seeds of ``setting`` (Li et al.: its own ratio only).
 
     Args:
@@ -115,22 +125,39 @@ def run_specs(p: Preset, setting: Setting, run: SearchRun | None, methods: Seque
         data: the dataset the runs train on (its fingerprint is part of every key).
         ratios: default ``setting.ratios``; Li et al. runs at ``p.baseline.li_ratio`` (0.75) only.
         tags: extra ``(name, value)`` pairs stored with every run (e.g. pre-training epochs).
+        metric: what the budget of ratio r holds equal: the uniform network's ``"params"`` (the paper) or
+            ``"macs"`` (notebook 08). A network is keyed by its widths, not by how they were found, so
+            uniform's runs are the same runs under either metric.
     """
     ctx = context(p, setting, run)
     recipe = resolve(p.recipe_for(setting, _variant(setting)))
     protocol = {"test_subset": setting.test_subset, "latency": resolve(p.latency), "device": _device().split(":")[0],
                 "data": data.fingerprint()}
+    out, widths = [], {}
+    for name, r, seed in run_slots(p, setting, methods, ratios):
+        m = get_method(name)
+        if (name, r) not in widths:
+            widths[name, r] = m(ctx, ctx.budget(r, metric))
+        t = tags + ((("iteration", len(run.iterations)),) if name == "neuralscale_last" and run else ())
+        pr = {**protocol, "li": resolve(p.baseline)} if m.trains == "li" else protocol
+        out.append(RunSpec(name, setting.arch, setting.dataset, r, seed, tuple(widths[name, r]), recipe, m.convcut,
+                           t, pr))
+    return out
+
+
+def run_slots(p: Preset, setting: Setting, methods: Sequence[str], ratios: Sequence[float] | None = None
+              ) -> list[tuple[str, float, int]]:
+    """``(method, ratio, seed)`` of every run :func:`run_specs` makes, in its order; needs no search.
+
+    Li et al. run at ``p.baseline.li_ratio`` only; a ratio of the setting's grid gets its seeds (the extra
+    seeds at the first ratio included), any other ratio the setting's base seeds.
+    """
     out = []
     for name in methods:
-        m = get_method(name)
-        li = m.trains == "li"
+        li = get_method(name).trains == "li"
         for r in (p.baseline.li_ratio,) if li else tuple(ratios or setting.ratios):
-            widths = m(ctx, ctx.budget(r))
-            t = tags + ((("iteration", len(run.iterations)),) if name == "neuralscale_last" and run else ())
-            pr = {**protocol, "li": resolve(p.baseline)} if li else protocol
-            for seed in setting.seeds_at(r, name) if r in setting.ratios else setting.seeds:
-                out.append(RunSpec(name, setting.arch, setting.dataset, r, seed, tuple(widths), recipe, m.convcut,
-                                   t, pr))
+            out.extend((name, r, seed) for seed in (setting.seeds_at(r, name) if r in setting.ratios
+                                                    else setting.seeds))
     return out
 
 
@@ -266,3 +293,34 @@ def convcut_study(p: Preset, setting: Setting, paths: Paths, progress: bool = Tr
     methods = ("uniform", "morphnet", "uniform_convcut", "neuralscale_it1", "neuralscale_last")
     _, recs = benchmark(p, setting, paths, methods=methods, run=run, progress=progress)
     return recs, summarize(recs)
+
+
+def macs_study(p: Preset, paths: Paths, progress: bool = True) -> tuple[SearchRun, list[dict], list[dict]]:
+    """Notebook 08, beyond the paper: the benchmark with the budget in MACs per image instead of parameters.
+
+    The preset's ``macs_study`` setting trains its methods at the MACs of uniform r (NeuralScale solved
+    for MACs from the same fitted law, MorphNet scaled to them), plus NeuralScale (last) at uniform's
+    *parameters* as the paper sets it, for reference. Every run is a benchmark run keyed by its widths,
+    so the ones Table 1 already trained (uniform, NeuralScale at equal parameters) are read from the cache.
+
+    Returns:
+        ``(run, records, summary)``; each record and summary row carries ``budget``: ``"macs"`` or
+        ``"params"`` (what was held equal to uniform's), and the summary is grouped by method, budget
+        and ratio.
+
+    Raises:
+        ValueError: the preset has no ``macs_study`` setting.
+    """
+    setting = p.macs_study
+    if setting is None:
+        raise ValueError(f"preset {p.name!r} has no macs_study setting (notebook 08)")
+    from .tables import summarize
+
+    run = search(p, setting, paths, progress=progress)
+    data = load_data(p, setting, paths)
+    methods = tuple(setting.methods or ("uniform", "morphnet", "neuralscale_last"))
+    recs = []
+    for metric, names in (("macs", methods), ("params", ("neuralscale_last",))):
+        specs = run_specs(p, setting, run, names, data, metric=metric)
+        recs += [{**r, "budget": metric} for r in train_runs(p, setting, specs, paths, progress)]
+    return run, recs, summarize(recs, by=("method", "budget", "ratio"))

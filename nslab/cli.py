@@ -20,7 +20,7 @@ from typing import NoReturn
 from . import config, powerlaw
 from .data import DATASETS
 from .models import ARCHS, default_widths, param_count, uniform_widths
-from .reproduce import NotebookFailed
+from .reproduce import GridFailed, NotebookFailed
 
 __all__ = ["build_parser", "main"]
 
@@ -153,12 +153,20 @@ def cmd_generate(args: argparse.Namespace) -> dict:
     law = _law(args)
     if not args.arch or not args.dataset:
         raise ValueError("--arch and --dataset are required: the fit file does not record them")
-    target = args.budget
+    metric = "params" if args.macs is None and args.macs_ratio is None else "macs"
+    target = args.budget if metric == "params" else args.macs
     if target is None:
-        target = param_count(args.arch, uniform_widths(args.arch, args.ratio), args.dataset, args.convcut)
+        from .models import macs
+
+        count = param_count if metric == "params" else macs
+        ratio = args.ratio if metric == "params" else args.macs_ratio
+        target = count(args.arch, uniform_widths(args.arch, ratio), args.dataset, args.convcut)
     s = powerlaw.widths_for_budget(law, args.arch, args.dataset, target, round_to=args.round_to,
-                                   min_width=args.min_width, method=args.method, convcut=args.convcut)
-    return {"widths": s.widths, "params": s.params, "target": s.target, "rel_error": s.rel_error}
+                                   min_width=args.min_width, method=args.method, convcut=args.convcut, metric=metric)
+    if metric == "params":  # the output of before, unchanged
+        return {"widths": s.widths, "params": s.params, "target": s.target, "rel_error": s.rel_error}
+    return {"widths": s.widths, "params": s.params, "macs": s.macs, "target": s.target, "rel_error": s.rel_error,
+            "metric": s.metric}
 
 
 def cmd_train(args: argparse.Namespace) -> dict:
@@ -206,7 +214,7 @@ def cmd_search(args: argparse.Namespace) -> dict:
     from .descent import architecture_descent
 
     search = config.preset(args.profile).search_for(None, pretrain_epochs=args.pretrain_epochs,
-                                                    iterations=args.iterations)
+                                                    iterations=args.iterations, dataset=args.dataset)
     data = _search_data(args, search)
     with _threads(search.threads):
         run = architecture_descent(args.arch, args.dataset, data, search, args.out, seed=args.seed,
@@ -249,19 +257,27 @@ def cmd_li(args: argparse.Namespace) -> dict:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> dict:
-    from .reproduce import run_notebooks
+    from .reproduce import reproduce
 
-    t0 = time.perf_counter()
-    done = run_notebooks(args.profile, only=args.only, data_root=args.data_root, notebooks_dir=args.notebooks_dir,
-                         build_dir=args.build_dir, figures_dir=args.figures_dir, results_dir=args.results_dir)
-    return {"profile": args.profile, "notebooks": done, "seconds": round(time.perf_counter() - t0, 1)}
+    return reproduce(args.profile, only=args.only, data_root=args.data_root, notebooks_dir=args.notebooks_dir,
+                     build_dir=args.build_dir, figures_dir=args.figures_dir, results_dir=args.results_dir,
+                     executor=args.executor, address=args.address, num_cpus=args.num_cpus, retries=args.retries,
+                     grid_only=args.grid_only)
+
+
+def cmd_plan(args: argparse.Namespace) -> dict:
+    from .paths import paths
+    from .plan import plan
+
+    return plan(config.preset(args.profile), paths(args.profile, None, args.results_dir, args.data_root),
+                gpus=args.gpus, device=args.device, probe=not args.no_probe)
 
 
 # --- the parser ---------------------------------------------------------------------------------------------
 
 
 def _add_generate(sub) -> None:
-    p = _command(sub, "generate", cmd_generate, "widths for a parameter budget (Algorithm 3)")
+    p = _command(sub, "generate", cmd_generate, "widths for a parameter or MACs budget (Algorithm 3)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--fit", help="fit JSON (from `nslab fit`, or the authors' {'fits': [...]} file)")
     src.add_argument("--published", choices=list(powerlaw.published_fits()),
@@ -274,6 +290,8 @@ def _add_generate(sub) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--budget", type=float, help="target number of parameters")
     g.add_argument("--ratio", type=float, help="target = parameters of the uniform network int(w * R)")
+    g.add_argument("--macs", type=float, help="target number of multiply-accumulates of one image")
+    g.add_argument("--macs-ratio", type=float, help="target = MACs of the uniform network int(w * R)")
     p.add_argument("--round-to", type=int, default=1, help="widths in multiples of K (8: hardware friendly)")
     p.add_argument("--min-width", type=int, default=1)
     p.add_argument("--method", choices=["bracket", "sgd"], default="bracket")
@@ -329,8 +347,11 @@ def _add_baseline(sub) -> None:
 
 def _add_reproduce(sub) -> None:
     p = _command(sub, "reproduce", cmd_reproduce, "run the notebooks with papermill: every figure and table",
-                 description="Execute notebooks/NN_*.ipynb in order with papermill (executed copies in "
-                             "build/notebooks/); figures and tables go to figures/ (smoke: build/smoke/figures/).")
+                 description="Compute the profile's grid (every search iteration and training run the notebooks "
+                             "ask for) with an executor, then execute notebooks/NN_*.ipynb in order with papermill "
+                             "(executed copies in build/notebooks/); figures and tables go to figures/ (smoke: "
+                             "build/smoke/figures/). Rerun the same command after any interruption: finished tasks "
+                             "are kept, unfinished ones resume from their checkpoints.")
     p.add_argument("--profile", default="cpu", choices=list(config.PRESETS),
                    help="smoke: synthetic data, seconds; cpu: CIFAR-10 on a CPU (default); paper: the released "
                         "protocol (GPU)")
@@ -342,6 +363,26 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--results-dir", help="cached runs (default: results/<profile>/)")
     p.add_argument("--build-dir", help="executed notebooks (default: build/notebooks/)")
     p.add_argument("--notebooks-dir", help=argparse.SUPPRESS)
+    p.add_argument("--executor", default="inprocess", choices=["inprocess", "ray"],
+                   help="how the grid (searches, training runs) is computed before the notebooks run: in this "
+                        "process (default) or on a Ray cluster (pip install -e '.[ray]')")
+    p.add_argument("--address", help="ray: the cluster to use, auto or HOST:PORT (default: start a local cluster)")
+    p.add_argument("--num-cpus", type=int, help="ray: CPUs of the local cluster (default: all)")
+    p.add_argument("--retries", type=int, help="run a failed task again this many times (default: the profile's)")
+    p.add_argument("--grid-only", action="store_true", help="compute the grid, run no notebook")
+
+
+def _add_plan(sub) -> None:
+    p = _command(sub, "plan", cmd_plan, "the grid of a profile and its cost on this device (a short probe)",
+                 description="Count the profile's searches, training runs, epochs and images, price each "
+                             "configuration with a throughput probe of this device (seconds per image = a + b * "
+                             "MACs per network), and estimate device-hours and wall-hours on N devices.")
+    p.add_argument("--profile", default="cpu", choices=list(config.PRESETS), help="the preset (default cpu)")
+    p.add_argument("--gpus", type=int, default=1, help="devices of the wall-hours estimate (default 1)")
+    p.add_argument("--device", help="device probed (default: cuda when available)")
+    p.add_argument("--results-dir", help="cached runs, compared with their estimates (default: results/<profile>/)")
+    p.add_argument("--data-root", help="dataset root (default: $NSLAB_DATA or ~/.cache/nslab/data)")
+    p.add_argument("--no-probe", action="store_true", help="count only, no timing")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -356,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="cifar10", choices=list(DATASETS))
     p.add_argument("--convcut", action="store_true")
     p.add_argument("--out", help="write the fit as JSON here")
-    for add in (_add_generate, _add_train, _add_latency, _add_search, _add_baseline, _add_reproduce):
+    for add in (_add_generate, _add_train, _add_latency, _add_search, _add_baseline, _add_reproduce, _add_plan):
         add(sub)
     return parser
 
@@ -377,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError, FloatingPointError) as e:
         print(f"{args.prog}: error: {_one_line(e)}", file=sys.stderr)
         return 2
-    except NotebookFailed as e:
+    except (NotebookFailed, GridFailed) as e:
         print(f"{args.prog}: error: {_one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

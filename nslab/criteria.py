@@ -35,9 +35,18 @@ class TaylorFO:
     :meth:`__call__` over the minibatches since :meth:`reset`.
 
     Usage: ``crit.attach(model)``, train (each backward pass accumulates), ``scores = crit(model)``.
+
+    Args:
+        relu6_gates: ``"before"``: read a gate that sits after a ReLU6 (MobileNetV2's stem and head,
+            :class:`~nslab.models.mobilenet.ReLU6Gate`) as if it sat before it, as in the release: with
+            ``z = relu6(u)``, ``u * dL/du = z * dL/dz`` where ``0 < u < 6`` and 0 elsewhere, so the sum
+            leaves out the positions where ``z == 6``. ``"after"``: the plain ``z * dL/dz`` there too.
     """
 
-    def __init__(self):
+    def __init__(self, relu6_gates: str = "after"):
+        if relu6_gates not in ("after", "before"):
+            raise ValueError(f"unknown relu6_gates {relu6_gates!r}; accepted: before, after")
+        self.relu6_gates = relu6_gates
         self._sum: dict[int, torch.Tensor] = {}
         self._count: dict[int, int] = {}
         self._handles = _Handles([])
@@ -49,10 +58,14 @@ class TaylorFO:
         handles = []
         for i, gate in find_gates(model).items():
 
-            def fwd(_m, _args, out, i=i):
+            clamp = getattr(gate, "clamp_max", None) if self.relu6_gates == "before" else None
+
+            def fwd(_m, _args, out, i=i, clamp=clamp):
                 if not (torch.is_grad_enabled() and out.requires_grad):
                     return None
                 z = out.detach()
+                if clamp is not None:  # the saturated positions pass no gradient to a pre-activation gate
+                    z = z.masked_fill(z >= clamp, 0)
 
                 def bwd(grad, i=i, z=z):
                     g = (z.float() * grad.float()).sum(dim=[d for d in range(z.dim()) if d != 1]).double()

@@ -22,9 +22,10 @@ from pathlib import Path
 
 from . import io, plots, powerlaw
 from .descent import load_run
+from .latency_table import LatencyTable, default_table
 from .methods import METHODS, Budget, Context, morphnet_base
-from .models import get_arch, param_count, uniform_widths
-from .solver import Scaled
+from .models import default_widths, get_arch, param_count, uniform_widths
+from .solver import Scaled, counter
 
 LOW_RATIO = 0.1  # the slider's lower end: the uniform network at 10% width (about 1% of the parameters)
 _SHOWN = {"uniform": "uniform", "morphnet": "morphnet", "neuralscale": "neuralscale_last"}  # shown -> registry
@@ -92,67 +93,110 @@ def available_fits(search_dirs: Sequence[str | os.PathLike] = (), iterations: Se
     return fits
 
 
-def budget_range(arch: str, dataset: str) -> tuple[int, int, int]:
-    """``(low, default, high)`` parameter counts of the slider: uniform 10% width, default, 2x default."""
-    default = param_count(arch, None, dataset)
-    return param_count(arch, uniform_widths(arch, LOW_RATIO), dataset), default, 2 * default
+_UNITS = {"params": "params", "macs": "MACs", "latency": "ms"}  # the readout's unit per budget metric
 
 
-def configurations(fit: Fit, dataset: str, budget: float, ratio: float | None = None) -> dict[str, Scaled]:
-    """The three methods' widths at ``budget`` (parameters) for ``fit``'s architecture on ``dataset``.
+def budget_range(arch: str, dataset: str, metric: str = "params", latency: LatencyTable | None = None
+                 ) -> tuple[float, float, float]:
+    """``(low, default, high)`` of the slider in ``metric``: uniform 10% width, default, 2x default."""
+    count = counter(arch, dataset, False, metric, latency)
+    default = count(default_widths(arch))
+    return count(uniform_widths(arch, LOW_RATIO)), default, 2 * default
 
-    ``ratio``: the paper's uniform ratio that defines ``budget`` (uniform is then ``int(w * r)`` exactly).
+
+def configurations(fit: Fit, dataset: str, budget: float, ratio: float | None = None, metric: str = "params",
+                   latency: LatencyTable | None = None) -> dict[str, Scaled]:
+    """The three methods' widths at ``budget`` for ``fit``'s architecture on ``dataset``.
+
+    Args:
+        fit, dataset: what to scale.
+        budget: the target in ``metric``'s unit: parameters, MACs per image, or milliseconds.
+        ratio: the paper's uniform ratio that defines ``budget`` (uniform is then ``int(w * r)`` exactly).
+        metric: ``"params"``, ``"macs"`` or ``"latency"`` (predicted by ``latency``'s per-layer table).
+        latency: the lookup table (needed for ``metric="latency"``; when given, every configuration also
+            carries its predicted ``latency_ms``, whatever the metric).
+
+    Returns:
+        ``{method: Scaled}`` with exact ``params`` and ``macs`` and the error against ``budget`` in ``metric``.
     """
-    ctx = dataclasses.replace(fit.context, dataset=dataset)
-    b = Budget(int(round(budget)), ratio)
+    ctx = dataclasses.replace(fit.context, dataset=dataset, latency=latency)
+    b = Budget(budget if metric == "latency" else int(round(budget)), ratio, metric)
+    macs_of = counter(ctx.arch, dataset, ctx.convcut, "macs")
     out = {}
     for shown, name in _SHOWN.items():
         w = METHODS[name](ctx, b)
         p = param_count(ctx.arch, w, dataset, ctx.convcut)
-        out[shown] = Scaled(w, p, b.params, (p - b.params) / b.params)
+        ms = None if latency is None else ctx.count(w, "latency")
+        s = Scaled(w, p, b.params, 0.0, metric, macs_of(w), ms)
+        out[shown] = dataclasses.replace(s, rel_error=(s.achieved - b.params) / b.params)
     return out
 
 
+def human(n: float) -> str:
+    """A count in human units, three significant digits: ``9231114 -> "9.23M"``, ``1000005 -> "1.00M"``,
+    ``579786 -> "580k"``, ``912 -> "912"``."""
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div * 0.9995:  # 999,800 rounds to "1.00M", not "1.00e+03k"
+            return f"{n / div:#.3g}".rstrip(".") + unit
+    return f"{n:#.3g}".rstrip(".")
+
+
+def readout(arch: str, dataset: str, budget: float, metric: str = "params", latency: LatencyTable | None = None
+            ) -> str:
+    """The slider's readout: ``"9.22M params, 1.00x default"`` (``"313M MACs, ..."``, ``"1.24 ms, ..."``)."""
+    default = budget_range(arch, dataset, metric, latency)[1]
+    value = f"{budget:.3g} ms" if metric == "latency" else f"{human(budget)} {_UNITS[metric]}"
+    return f"{value}, {budget / default:.2f}x default"
+
+
 def _notes(configs: Mapping[str, Scaled]) -> dict[str, str]:
-    return {m: f"{s.params:,} params ({100 * s.rel_error:+.3f}%)" for m, s in configs.items()}
+    """Legend text per method: all the numbers of its network, the budget's error last."""
+    out = {}
+    for m, s in configs.items():
+        ms = f" · {s.latency_ms:.3g} ms" if s.latency_ms is not None else ""
+        err = f"{100 * s.rel_error:+.2f}%".replace("-0.00%", "+0.00%")  # not "-0.00%" for a zero error
+        out[m] = f"{human(s.params)} params · {human(s.macs)} MACs{ms} ({err})"
+    return out
 
 
-def _title(fit: Fit, dataset: str, budget: float) -> str:
-    default = param_count(fit.arch, None, dataset)
-    return (
-        f"{fit.arch} on {dataset}: budget {budget / 1e6:.3f}M parameters "
-        f"({budget / default:.2f}x default) — fit: {fit.name}"
-    )
+def _title(fit: Fit, dataset: str, budget: float, metric: str = "params", latency: LatencyTable | None = None
+           ) -> str:
+    # short first line (it must fit the notebook's width), the fit's name below it in small print
+    return (f"{fit.arch} {dataset} at {readout(fit.arch, dataset, budget, metric, latency)}"
+            f"<br><sup>fit: {fit.name}</sup>")
 
 
-def figure(fit: Fit, dataset: str, budget: float) -> object:
-    """A fresh figure of :func:`configurations` at ``budget`` (grouped bars, achieved params in the legend)."""
-    configs = configurations(fit, dataset, budget)
+def figure(fit: Fit, dataset: str, budget: float, metric: str = "params", latency: LatencyTable | None = None
+           ) -> object:
+    """A fresh figure of :func:`configurations` at ``budget`` (grouped bars, the networks' counts in the legend)."""
+    configs = configurations(fit, dataset, budget, metric=metric, latency=latency)
     return plots.budget_widths_figure(
-        {m: s.widths for m, s in configs.items()}, _title(fit, dataset, budget), _notes(configs)
+        {m: s.widths for m, s in configs.items()}, _title(fit, dataset, budget, metric, latency), _notes(configs)
     )
 
 
-def on_budget(fig: object, fit: Fit, dataset: str, budget: float) -> dict[str, Scaled]:
+def on_budget(fig: object, fit: Fit, dataset: str, budget: float, metric: str = "params",
+              latency: LatencyTable | None = None) -> dict[str, Scaled]:
     """The slider's callback: recompute the three configurations at ``budget`` and redraw ``fig`` in place.
 
     Args:
         fig: a figure from :func:`figure` (a ``go.Figure`` or ``go.FigureWidget``) for the same number of
             layers; its three bar traces get the new widths, legend notes and title.
         fit, dataset: what to scale.
-        budget: target parameters.
+        budget: the target in ``metric``'s unit.
+        metric, latency: as :func:`configurations`.
 
     Returns:
         ``{method: Scaled}`` as :func:`configurations`.
     """
-    configs = configurations(fit, dataset, budget)
+    configs = configurations(fit, dataset, budget, metric=metric, latency=latency)
     notes = _notes(configs)
     with fig.batch_update():
         for trace, (m, s) in zip(fig.data, configs.items()):
             trace.x = [f"L{j + 1}" for j in range(len(s.widths))]
             trace.y = s.widths
             trace.name = f"{m} — {notes[m]}"
-        fig.layout.title.text = _title(fit, dataset, budget)
+        fig.layout.title.text = _title(fit, dataset, budget, metric, latency)
     return configs
 
 
@@ -182,55 +226,74 @@ def ratio_table(fit: Fit, dataset: str, ratios: Sequence[float]) -> tuple[list[d
     return rows, panels
 
 
-def explorer_widget(fits: Mapping[str, Fit] | None = None, dataset: str = "cifar10"):
+def explorer_widget(fits: Mapping[str, Fit] | None = None, dataset: str = "cifar10", fit: str | None = None):
     """The interactive explorer: fit / architecture / dataset selectors, a log-scale budget slider, the figure.
 
+    Args:
+        fits: ``{name: Fit}`` to choose from (default :func:`available_fits`).
+        dataset: the dataset it opens on (when the fit's architecture has it).
+        fit: the name of the fit it opens on (default: the first of its architecture, VGG11 first).
+
+    Raises:
+        ValueError: ``fit`` is not one of ``fits``.
+
     Moving the slider calls :func:`on_budget` on a ``go.FigureWidget`` (needs ``anywidget``; without it
-    the figure is redrawn into an ``Output`` instead, which is slower).
+    the figure is redrawn into an ``Output`` instead, which is slower). The ``budget in`` switch counts the
+    budget in parameters, MACs per image or milliseconds; latency is predicted by this machine's per-layer
+    table (:func:`nslab.latency_table.default_table`: the first choice times the layers it needs, seconds,
+    then they are cached on disk), and from then on every method's predicted latency is shown too.
     """
     import ipywidgets as w
     import plotly.graph_objects as go
 
     fits = dict(fits or available_fits())
+    if fit is not None and fit not in fits:
+        raise ValueError(f"fit {fit!r} is not available; choose one of {sorted(fits)}")
     archs = sorted({f.arch for f in fits.values()})
-    arch_dd = w.Dropdown(options=archs, value="vgg11" if "vgg11" in archs else archs[0], description="arch")
+    first = fits[fit].arch if fit is not None else "vgg11" if "vgg11" in archs else archs[0]
+    arch_dd = w.Dropdown(options=archs, value=first, description="arch")
     ds_dd = w.Dropdown(description="dataset")
     fit_dd = w.Dropdown(description="fit", layout=w.Layout(width="480px"))
-    slider = w.FloatLogSlider(
-        description="budget", base=10, continuous_update=True, readout_format=".3g", layout=w.Layout(width="720px")
-    )
+    metric_dd = w.ToggleButtons(options=[("parameters", "params"), ("MACs", "macs"), ("latency (this CPU)", "latency")],
+                                description="budget in", style={"button_width": "130px"})
+    # the slider's own readout can only print "9.22e+6": a label beside it reads "9.22M params, 1.00x default"
+    slider = w.FloatLogSlider(description="budget", base=10, continuous_update=True, readout=False,
+                              layout=w.Layout(width="520px"))
+    shown = w.HTML()
     status = w.HTML()
     try:
         fig = go.FigureWidget()
         out = None
     except ImportError:
         fig, out = None, w.Output()
-    state: dict = {}
+    state: dict = {"latency": None}  # the latency table, made when latency is first chosen
 
     def fit_now() -> Fit:
         return fits[fit_dd.value]
+
+    def metric() -> tuple[str, LatencyTable | None]:
+        return metric_dd.value, state["latency"]
 
     def redraw(*_):
         if fit_dd.value is None or ds_dd.value is None:
             return  # mid-update of the selectors
         f, ds = fit_now(), ds_dd.value
+        shown.value = f"<b>{readout(f.arch, ds, slider.value, *metric())}</b>"
         try:
             if fig is not None:
                 if len(fig.data) != 3 or len(fig.data[0].y or ()) != len(f.law.alpha):
-                    new = figure(f, ds, slider.value)
+                    new = figure(f, ds, slider.value, *metric())
                     with fig.batch_update():
                         fig.data = []
                         fig.add_traces(new.data)
                         fig.layout = new.layout
-                configs = on_budget(fig, f, ds, slider.value)
+                configs = on_budget(fig, f, ds, slider.value, *metric())
             else:
                 out.clear_output(wait=True)
                 with out:
-                    figure(f, ds, slider.value).show()
-                configs = configurations(f, ds, slider.value)
-            status.value = " · ".join(
-                f"<b>{m}</b> {s.params:,} ({100 * s.rel_error:+.3f}%)" for m, s in configs.items()
-            )
+                    figure(f, ds, slider.value, *metric()).show()
+                configs = configurations(f, ds, slider.value, metric=metric_dd.value, latency=state["latency"])
+            status.value = " · ".join(f"<b>{m}</b> {note}" for m, note in _notes(configs).items())
         except ValueError as e:  # e.g. a budget below the smallest network of this law
             status.value = f"<span style='color:#c00'>{e}</span>"
 
@@ -248,7 +311,10 @@ def explorer_widget(fits: Mapping[str, Fit] | None = None, dataset: str = "cifar
     def on_dataset(*_):
         if ds_dd.value is None:
             return
-        lo, default, hi = budget_range(arch_dd.value, ds_dd.value)
+        if metric_dd.value == "latency" and state["latency"] is None:
+            status.value = "timing this machine's layers for the latency table (once; cached on disk)..."
+            state["latency"] = default_table()
+        lo, default, hi = budget_range(arch_dd.value, ds_dd.value, *metric())
         state["busy"] = True
         slider.max = 100.0  # widen first: traitlets rejects min > max at every intermediate step
         slider.min, slider.max = math.log10(lo), math.log10(hi)
@@ -258,47 +324,14 @@ def explorer_widget(fits: Mapping[str, Fit] | None = None, dataset: str = "cifar
 
     arch_dd.observe(on_arch, "value")
     ds_dd.observe(on_dataset, "value")
+    metric_dd.observe(on_dataset, "value")  # a new unit: a new range, back to the default network
     fit_dd.observe(redraw, "value")
     slider.observe(lambda ch: None if state.get("busy") else redraw(), "value")
     ds_dd.value = None
     on_arch()
+    if fit is not None:
+        fit_dd.value = fit
     if dataset in ds_dd.options:
         ds_dd.value = dataset
-    return w.VBox([w.HBox([arch_dd, ds_dd]), fit_dd, slider, status, fig if fig is not None else out])
-
-
-def iteration_widget(panels: Mapping[str, Mapping[str, Sequence[int]]]):
-    """Browse architecture-descent configurations: an iteration slider over Figure 3's data.
-
-    Args:
-        panels: ``{ratio title: {"iteration k": widths}}`` as :func:`nslab.tables.descent_panels` gives.
-    """
-    import ipywidgets as w
-    import plotly.graph_objects as go
-
-    ratios = list(panels)
-    iters = list(next(iter(panels.values())))
-    fig = plots.configurations_figure({"all budgets": {r: panels[r][iters[0]] for r in ratios}},
-                                      title=f"Configuration at {iters[0]}", series_title="budget")
-    try:
-        fig = go.FigureWidget(fig)
-    except ImportError:  # no anywidget: redraw into an Output
-        pass
-    out = w.Output()
-    slider = w.SelectionSlider(options=iters, description="iteration", layout=w.Layout(width="600px"))
-
-    def show(*_):
-        if isinstance(fig, go.FigureWidget):
-            with fig.batch_update():
-                for trace, r in zip(fig.data, ratios):
-                    trace.y = panels[r][slider.value]
-                fig.layout.title.text = f"Configuration at {slider.value}"
-        else:
-            out.clear_output(wait=True)
-            with out:
-                plots.configurations_figure({"all budgets": {r: panels[r][slider.value] for r in ratios}},
-                                            title=f"Configuration at {slider.value}", series_title="budget").show()
-
-    slider.observe(show, "value")
-    show()
-    return w.VBox([slider, fig if isinstance(fig, go.FigureWidget) else out])
+    return w.VBox([w.HBox([arch_dd, ds_dd]), fit_dd, metric_dd, w.HBox([slider, shown]), status,
+                   fig if fig is not None else out])

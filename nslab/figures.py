@@ -27,7 +27,7 @@ from typing import Any
 
 from . import io
 
-NAME_RE = re.compile(r"^(fig(0[2-9]|1[01])|table[1-6]|nb0[1-7])_[a-z0-9]+(_[a-z0-9]+)*$")
+NAME_RE = re.compile(r"^(fig(0[2-9]|1[01])|table[1-6]|nb0[1-8])_[a-z0-9]+(_[a-z0-9]+)*$")
 PNG_WIDTH, PNG_HEIGHT, PNG_SCALE = 1000, 560, 2  # CSS pixels; scale 2 keeps text sharp in documents
 _server_started = False
 
@@ -40,7 +40,7 @@ def check_name(name: str) -> str:
     """Validate an output name: ``figNN_<slug>`` (02-11), ``tableN_<slug>`` (1-6) or ``nbNN_<slug>``."""
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise ValueError(
-            f"bad output name {name!r}: expected fig02..fig11, table1..table6 or nb01..nb07, then "
+            f"bad output name {name!r}: expected fig02..fig11, table1..table6 or nb01..nb08, then "
             "'_' and a lowercase slug, e.g. 'fig02_power_law' or 'table1_benchmark'"
         )
     return name

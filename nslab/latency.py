@@ -12,7 +12,36 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["measure_latency"]
+__all__ = ["forward_times", "measure_latency"]
+
+
+def forward_times(net: nn.Module, x: torch.Tensor, warmup: int, repeat: int) -> np.ndarray:
+    """(repeat,) milliseconds of ``net(x)`` after ``warmup`` untimed calls, under ``torch.no_grad``.
+
+    ``net`` and ``x`` must already be on the same device (and ``net`` in the mode wanted). On CUDA each
+    call is timed with CUDA events between synchronisations (GPU execution time, not launch time);
+    elsewhere with the wall clock. The caller sets CPU threads.
+    """
+    times = []
+    with torch.no_grad():
+        for _ in range(warmup):
+            net(x)
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
+            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                      for _ in range(repeat)]
+            for start, end in events:
+                start.record()
+                net(x)
+                end.record()
+            torch.cuda.synchronize(x.device)
+            times = [start.elapsed_time(end) for start, end in events]
+        else:
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                net(x)
+                times.append((time.perf_counter() - t0) * 1e3)
+    return np.asarray(times, dtype=np.float64)
 
 
 def measure_latency(
@@ -62,30 +91,10 @@ def measure_latency(
     old_threads = torch.get_num_threads()
     if dev.type == "cpu" and threads is not None:
         torch.set_num_threads(threads)
-    times = []
     try:
         net.eval()
-        with torch.no_grad():
-            for _ in range(warmup):
-                net(x)
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-                events = [
-                    (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeat)
-                ]
-                for start, end in events:
-                    start.record()
-                    net(x)
-                    end.record()
-                torch.cuda.synchronize(dev)
-                times = [start.elapsed_time(end) for start, end in events]
-            else:
-                for _ in range(repeat):
-                    t0 = time.perf_counter()
-                    net(x)
-                    times.append((time.perf_counter() - t0) * 1e3)
+        arr = forward_times(net, x, warmup, repeat)
     finally:
         model.train(was_training)
         torch.set_num_threads(old_threads)
-    arr = np.asarray(times, dtype=np.float64)
     return float(arr.mean()), float(arr.std())

@@ -1,7 +1,8 @@
 """The scaling methods compared in the paper, one registry: ``name -> fn(context, budget) -> widths``.
 
-Every method turns a parameter :class:`Budget` into a width vector for the network of a
-:class:`Context` (architecture, dataset, the start network of the search, and what the search found):
+Every method turns a :class:`Budget` (parameters by default; MACs or latency with its ``metric``) into a
+width vector for the network of a :class:`Context` (architecture, dataset, the start network of the
+search, and what the search found):
 
 - ``uniform``: the paper's baseline, ``int(w * r)`` of the start network's widths for a ratio budget,
   else one global factor on them;
@@ -9,7 +10,7 @@ Every method turns a parameter :class:`Budget` into a width vector for the netwo
 - ``morphnet``: MorphNet (Taylor-FO): the start network pruned to ``keep`` of its channels, then one
   global factor to the budget;
 - ``li``: Li et al.: one keep ratio of every layer's largest-L1 filters solved to the budget (its
-  training, train-prune-fine-tune, is :func:`nslab.baselines.li_baseline`);
+  training, train-prune-fine-tune, is :func:`nslab.baselines.li_baseline`; parameter budgets only);
 - ``neuralscale_it1`` / ``neuralscale_last``: Algorithm 3 with the fit of descent iteration 1 / the last.
 
 The explorer (notebook 03), the command line and the benchmark all call :func:`get_method`.
@@ -21,28 +22,44 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .models import param_count, param_counter, uniform_widths
+from .models import param_counter, uniform_widths
 from .powerlaw import PowerLaw, published_fit
-from .solver import scale_widths, widths_for_budget
+from .solver import check_metric, counter, scale_widths, widths_for_budget
+
+if TYPE_CHECKING:
+    from .latency_table import LatencyTable
 
 __all__ = ["METHODS", "Budget", "Context", "Method", "get_method", "keep_ratio_for_budget", "morphnet_base"]
 
 
 @dataclass(frozen=True)
 class Budget:
-    """A parameter budget.
+    """A budget: a target count in one metric.
 
     Attributes:
-        params: target number of parameters.
+        params: the target, in ``metric``'s unit: parameters (the default), MACs of one image, or
+            milliseconds of one forward pass (the name is kept from when budgets were parameters only;
+            :attr:`target` reads better for other metrics).
         ratio: the paper's uniform ratio r that defines it (the count of ``uniform_widths(arch,
             r * scale)``, see :class:`Context`), or ``None`` for a free budget (the explorer's slider).
+        metric: ``"params"``, ``"macs"`` or ``"latency"``.
     """
 
-    params: int
+    params: float
     ratio: float | None = None
+    metric: str = "params"
+
+    def __post_init__(self) -> None:
+        check_metric(self.metric)
+
+    @property
+    def target(self) -> float:
+        """The target count, in :attr:`metric`'s unit (same as :attr:`params`)."""
+        return self.params
 
 
 @dataclass(frozen=True)
@@ -59,6 +76,8 @@ class Context:
         scale: the width the paper's ratio 1 stands for: the budget of ratio r is the count of
             ``uniform_widths(arch, r * scale)`` (``None``: ``start_ratio``, a narrower grid for a narrower
             search; 1.0 keeps the paper's budgets whatever network the search started from).
+        latency: the lookup table latency budgets are predicted with (``None``: this machine's CPU
+            table, :func:`nslab.latency_table.default_table`, made on first use).
     """
 
     arch: str
@@ -69,6 +88,7 @@ class Context:
     trajectory: np.ndarray | None = None
     morphnet_keep: float = 0.5
     scale: float | None = None
+    latency: LatencyTable | None = None
 
     @property
     def budget_scale(self) -> float:
@@ -80,10 +100,15 @@ class Context:
         """(L,) widths of the start network."""
         return uniform_widths(self.arch, self.start_ratio)
 
-    def budget(self, ratio: float) -> Budget:
-        """The paper's budget of ratio ``ratio``: the count of ``uniform_widths(arch, ratio * budget_scale)``."""
-        return Budget(param_count(self.arch, uniform_widths(self.arch, ratio * self.budget_scale), self.dataset,
-                                  self.convcut), ratio)
+    def count(self, widths: Sequence[int], metric: str = "params") -> float:
+        """``widths``' count in ``metric``: exact parameters or MACs, or :attr:`latency`'s predicted ms."""
+        return counter(self.arch, self.dataset, self.convcut, metric, self.latency)([int(w) for w in widths])
+
+    def budget(self, ratio: float, metric: str = "params") -> Budget:
+        """The paper's budget of ratio ``ratio`` in ``metric``: the count of ``uniform_widths(arch, ratio *
+        budget_scale)`` (parameters, MACs, or predicted latency in ms)."""
+        check_metric(metric)
+        return Budget(self.count(uniform_widths(self.arch, ratio * self.budget_scale), metric), ratio, metric)
 
     @classmethod
     def from_run(cls, run, morphnet_keep: float = 0.5, scale: float | None = None) -> Context:
@@ -126,9 +151,10 @@ class Method:
 
 
 def _uniform(ctx: Context, b: Budget) -> list[int]:
-    if b.ratio is not None:
+    if b.ratio is not None:  # the budget is this network's count, whatever the metric
         return uniform_widths(ctx.arch, b.ratio * ctx.budget_scale)
-    return scale_widths(ctx.start, ctx.arch, ctx.dataset, b.params, convcut=ctx.convcut).widths
+    return scale_widths(ctx.start, ctx.arch, ctx.dataset, b.params, convcut=ctx.convcut, metric=b.metric,
+                        latency=ctx.latency).widths
 
 
 def morphnet_base(ctx: Context) -> list[int]:
@@ -165,7 +191,8 @@ def _law_at_channels(law: PowerLaw, target: int) -> tuple[int, ...]:
 
 
 def _morphnet(ctx: Context, b: Budget) -> list[int]:
-    return scale_widths(morphnet_base(ctx), ctx.arch, ctx.dataset, b.params, convcut=ctx.convcut).widths
+    return scale_widths(morphnet_base(ctx), ctx.arch, ctx.dataset, b.params, convcut=ctx.convcut, metric=b.metric,
+                        latency=ctx.latency).widths
 
 
 def keep_ratio_for_budget(arch: str, budget: float, dataset: str = "cifar10", convcut: bool = False,
@@ -204,6 +231,8 @@ def keep_ratio_for_budget(arch: str, budget: float, dataset: str = "cifar10", co
 
 
 def _li(ctx: Context, b: Budget) -> list[int]:
+    if b.metric != "params":
+        raise ValueError(f"Li et al. solve parameter budgets only (metric 'params'), got metric {b.metric!r}")
     return keep_ratio_for_budget(ctx.arch, b.params, ctx.dataset, ctx.convcut, ctx.start)[1]
 
 
@@ -212,7 +241,8 @@ def _neuralscale(iteration: int) -> Callable[[Context, Budget], list[int]]:
         if not ctx.laws:
             raise ValueError("NeuralScale needs an architecture-descent run (its fits)")
         law = ctx.laws[iteration - 1 if iteration > 0 else iteration]
-        return widths_for_budget(law, ctx.arch, ctx.dataset, b.params, convcut=ctx.convcut).widths
+        return widths_for_budget(law, ctx.arch, ctx.dataset, b.params, convcut=ctx.convcut, metric=b.metric,
+                                 latency=ctx.latency).widths
 
     return fn
 

@@ -38,6 +38,25 @@ def _style(method: str, i: int) -> tuple[str, str]:
     return METHOD_STYLE.get(method, (PALETTE[i % len(PALETTE)], "circle"))
 
 
+TITLE_CHARS = 80  # a title line fits a notebook's output width (and the 1000 px PNG) at 16 px
+
+
+def wrap_title(text: str, chars: int = TITLE_CHARS) -> str:
+    """``text`` broken into lines of at most ``chars`` characters (plotly's ``<br>``): a long title is
+    clipped, not wrapped, by plotly. Lines already broken with ``<br>`` are wrapped each."""
+    import textwrap
+
+    return "<br>".join(line for part in text.split("<br>") for line in (textwrap.wrap(part, chars) or [""]))
+
+
+def _head(title: str, **margin) -> dict:
+    """The shared layout with ``title`` wrapped and the top margin grown to hold its lines."""
+    text = wrap_title(title)
+    m = {**_LAYOUT["margin"], **margin}
+    m["t"] = max(m["t"], 50 + 22 * text.count("<br>"))
+    return {**_LAYOUT, "title": dict(text=text, x=0.01, xanchor="left"), "margin": m}
+
+
 
 # --- Algorithm 1 ---------------------------------------------------------------------------------------
 
@@ -55,12 +74,9 @@ def trajectory_figure(
         title: figure title.
 
     Returns:
-        One line per layer. Also usable as a ``go.FigureWidget`` template: append rows by replacing each
-        trace's ``x``/``y`` (see :func:`update_trajectory`).
+        One line per layer (the live view of a running search is :class:`nslab.live.DescentView`).
     """
-    w = np.asarray(widths)
-    # (0, L) keeps its L empty lines: the live widget starts from it and fills them row by row
-    w = w.reshape(len(params), -1) if len(params) else np.zeros((0, w.shape[-1] if w.ndim == 2 else w.size))
+    w = np.asarray(widths).reshape(len(params), -1)
     fig = go.Figure()
     for layer in range(w.shape[1]):
         fig.add_trace(
@@ -72,36 +88,10 @@ def trajectory_figure(
                 line=dict(color=PALETTE[layer % len(PALETTE)], width=2),
             )
         )
-    fig.update_layout(title=title, legend_title_text="layer", **_LAYOUT)
+    fig.update_layout(legend_title_text="layer", **_head(title))
     fig.update_xaxes(type="log", title_text="total parameters (count, log scale)")
     fig.update_yaxes(type="log", title_text="filters remaining (channels, log scale)")
     return fig
-
-
-def trajectory_widget(arch: str) -> go.FigureWidget:
-    """An empty :func:`trajectory_figure` as a ``go.FigureWidget`` (JupyterLab; needs ``anywidget``), to be
-    filled by :func:`update_trajectory` as rows arrive."""
-    from .models import default_widths
-
-    n = len(default_widths(arch))
-    return go.FigureWidget(trajectory_figure(np.zeros((0, n)), [], title=f"Algorithm 1 (live): {arch}"))
-
-
-def update_trajectory(fig: go.Figure, widths: np.ndarray, params: Sequence[float]) -> None:
-    """Replace the data of a :func:`trajectory_figure` (or its ``FigureWidget``) in place: a live redraw."""
-    w = np.asarray(widths).reshape(len(params), -1)
-    with fig.batch_update():
-        for layer, trace in enumerate(fig.data[: w.shape[1]]):
-            trace.x, trace.y = list(params), w[:, layer].tolist()
-
-
-def trajectory_updater(fig: go.Figure):
-    """``on_row(iteration, widths, params)`` callback for :func:`nslab.experiments.descent` that redraws
-    ``fig`` (a :func:`trajectory_widget`) with the trajectory so far."""
-    def on_row(_iteration: int, widths: np.ndarray, params: np.ndarray) -> None:
-        update_trajectory(fig, widths, params)
-
-    return on_row
 
 
 # --- Algorithm 2: Figure 2 -------------------------------------------------------------------------------
@@ -186,7 +176,7 @@ def power_law_figure(
             font=dict(size=10),
             title_text="fit per layer (markers: pruning rows)",
         )
-    fig.update_layout(title=title, **{**_LAYOUT, "margin": dict(l=70, r=30, t=90, b=260)}, **legends)
+    fig.update_layout(**_head(title, t=90, b=260), **legends)
     return fig
 
 
@@ -286,7 +276,7 @@ def configurations_figure(
         fig.update_yaxes(title_text="filters (channels)", rangemode="tozero", row=r, col=c)
     if reference:
         series_title = f"{series_title} (hollow markers: reference)" if series_title else "hollow markers: reference"
-    fig.update_layout(title=title, legend_title_text=series_title, height=max(450, 330 * rows), **_LAYOUT)
+    fig.update_layout(legend_title_text=series_title, height=max(450, 330 * rows), **_head(title))
     return fig
 
 
@@ -312,7 +302,10 @@ def budget_widths_figure(
                 marker_color=_style(m, i)[0],
             )
         )
-    fig.update_layout(title=title, barmode="group", legend=dict(orientation="h", y=-0.2), **_LAYOUT)
+    # the legend below the axis title, anchored by its top: its entries carry the achieved counts and may
+    # wrap to two lines without covering the axis
+    fig.update_layout(barmode="group", legend=dict(orientation="h", yanchor="top", y=-0.18), height=500,
+                      **_head(title, b=120))
     fig.update_xaxes(title_text="layer (forward order)")
     fig.update_yaxes(title_text="filters (channels)")
     return fig
@@ -339,7 +332,7 @@ def convergence_figure(
                 line=dict(color=PALETTE[i % len(PALETTE)]),
             )
         )
-    fig.update_layout(title=title, legend_title_text="budget", **_LAYOUT)
+    fig.update_layout(legend_title_text="budget", **_head(title))
     fig.update_xaxes(title_text="architecture-descent iteration", dtick=1)
     fig.update_yaxes(title_text="configuration change vs previous iteration (% of filters)", rangemode="tozero")
     return fig
@@ -407,9 +400,37 @@ def accuracy_figure(
             error_y=dict(type="data", array=[r["acc_std"] for r in pts], visible=True, thickness=1),
             marker=dict(symbol=symbol if symbol.endswith("-open") else symbol + "-open", size=11, color=color,
                         line=dict(width=2))))
-    fig.update_layout(title=title, legend_title_text="method (filled: this run, hollow: paper)", **_LAYOUT)
+    fig.update_layout(legend_title_text="method (filled: this run, hollow: paper)", **_head(title))
     fig.update_xaxes(**{"params": dict(type="log", title_text="parameters (count, log scale)"),
                         "latency": dict(title_text="latency on this machine (ms per batch)"),
                         "latency_x": dict(title_text="latency relative to uniform at the same budget (x)")}[x])
     fig.update_yaxes(title_text="top-1 test accuracy (%, mean ± std over seeds)")
+    return fig
+
+
+def equal_budget_figure(rows: Sequence[Mapping], title: str) -> go.Figure:
+    """Notebook 08: accuracy against parameters (left) and against MACs per image (right), one marker per
+    method and budget; a filled marker held uniform's MACs, a hollow one its parameters.
+
+    Args:
+        rows: :func:`nslab.tables.comparison_table` rows with ``budget`` (``"macs"`` / ``"params"``),
+            ``label``, ``method``, ``params_m``, ``macs_m``, ``acc_mean``, ``acc_std``, ``n_seeds``.
+        title: figure title.
+    """
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
+                        subplot_titles=("accuracy vs parameters", "accuracy vs MACs per image"))
+    for i, r in enumerate(rows):
+        color, symbol = _style(r["method"], i)
+        symbol = symbol if r["budget"] == "macs" else symbol.replace("-open", "") + "-open"
+        for col, x in ((1, r["params_m"] * 1e6), (2, r["macs_m"] * 1e6)):
+            fig.add_trace(go.Scatter(
+                x=[x], y=[r["acc_mean"]], mode="markers", name=r["label"], legendgroup=r["label"],
+                showlegend=col == 1, error_y=dict(type="data", array=[r["acc_std"] or 0.0], visible=True),
+                marker=dict(color=color, symbol=symbol, size=12, line=dict(width=2, color=color)),
+                hovertemplate=f"{r['label']}<br>%{{x:.3s}}<br>%{{y:.2f}} % (n={r['n_seeds']})<extra></extra>"),
+                row=1, col=col)
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.2), **_head(title, b=140))
+    fig.update_xaxes(type="log", title_text="parameters (count, log scale)", row=1, col=1)
+    fig.update_xaxes(type="log", title_text="multiply-accumulates per image (log scale)", row=1, col=2)
+    fig.update_yaxes(title_text="top-1 test accuracy (%, mean ± std over seeds)", row=1, col=1)
     return fig

@@ -28,7 +28,7 @@ from .channels import Dataset, apply_masks, channel_map, empty_model, find_gates
 from .config import PruneSettings, resolve
 from .criteria import CRITERIA, BNScale, L1Norm, Scores, TaylorFO, gate_gradients, make_criterion
 from .data import DatasetSpec, DeviceBatches, ImageData, dataset_spec
-from .loop import NonFiniteLossError, Step, channels_last_ok, evaluate, train_one_epoch
+from .loop import NonFiniteLossError, Step, StepGraphs, channels_last_ok, evaluate, train_one_epoch
 from .models import create_model, default_widths
 from .pruner import Pruner, PruneResult
 
@@ -61,10 +61,12 @@ _DEFAULT = PruneSettings()  # the released CIFAR protocol
 _NAMES = {TaylorFO: "taylor_fo", L1Norm: "l1", BNScale: "bn_scale"}
 
 
-def _criterion(criterion, arch: str, dataset: Dataset, convcut: bool) -> tuple[Callable, str]:
+def _criterion(criterion, arch: str, dataset: Dataset, convcut: bool, s: PruneSettings) -> tuple[Callable, str]:
     """The criterion object and its name for the run settings."""
     if criterion is None or isinstance(criterion, str):
         name = criterion or "taylor_fo"
+        if name == "taylor_fo":  # where it reads MobileNetV2's stem and head gates is a pruning setting
+            return TaylorFO(s.relu6_gates), name
         return make_criterion(name, arch, dataset, convcut), name
     return criterion, _NAMES.get(type(criterion)) or getattr(criterion, "__qualname__", type(criterion).__qualname__)
 
@@ -139,10 +141,12 @@ def _pretrain(model, opt, batches: DeviceBatches, s: PruneSettings, seed: int, r
     t0 = time.perf_counter() - run.pretrain_seconds
     n, total = len(batches), s.pretrain_epochs * len(batches)
     linear = s.pretrain_schedule == "linear"  # to zero at the end: a short run settles, as the cpu recipe's
+    # no hooks before pruning starts: on CUDA every full-size step can replay one graph (nslab.loop.GraphedStep)
+    graphs = StepGraphs() if batches.device.type == "cuda" else None
     for epoch in tqdm(range(run.pretrained, s.pretrain_epochs), desc="pre-train", disable=not progress, leave=False):
         train_one_epoch(model, batches.iterate(seed * 100_003 + epoch), opt,
                         lambda i, e=epoch: s.pretrain_lr * ((1 - (e * n + i) / total) if linear else 1.0),
-                        epoch=epoch + 1)
+                        epoch=epoch + 1, graphs=graphs)
         run.pretrained, run.pretrain_seconds = epoch + 1, time.perf_counter() - t0
         run.save(model, opt, pruner, 0, 0)
 
@@ -271,14 +275,14 @@ def prune(
             f"the network is built for {spec.name} ({spec.num_classes} classes, {spec.image_size} px) "
             f"but the data has {data.spec.num_classes} classes, {data.spec.image_size} px"
         )
-    crit, crit_name = _criterion(criterion, arch, dataset, convcut)
+    crit, crit_name = _criterion(criterion, arch, dataset, convcut, s)
     torch.manual_seed(seed)
     model = create_model(arch, start, dataset, convcut).to(device)
     channels_last = s.channels_last and channels_last_ok(device, model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    batches = DeviceBatches(data.train_x, data.train_y, data.spec, device, s.batch_size, train=True,
-                            augment=s.augment, drop_last=len(data.train_y) >= s.batch_size, channels_last=channels_last)
+    batches = DeviceBatches(data.train_x, data.train_y, data.spec, device, s.batch_size, train=True, augment=s.augment,
+                            drop_last=s.drop_last and len(data.train_y) >= s.batch_size, channels_last=channels_last)
     opt = _sgd(model, s)
     pruner = Pruner(arch, start, s, dataset, convcut, crit, device)
     path = None if run_dir is None else Path(run_dir) / CHECKPOINT

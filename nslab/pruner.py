@@ -142,7 +142,7 @@ class Pruner:
     ):
         self.arch, self.dataset, self.convcut, self.settings = arch, dataset, convcut, settings
         self.start = [int(w) for w in start]
-        self.criterion = TaylorFO() if criterion is None else criterion
+        self.criterion = TaylorFO(settings.relu6_gates) if criterion is None else criterion
         self.device = torch.device(device)
         self.shrinkable = shrinkable_layers(arch) if settings.shrink else frozenset()
         self.target = settings.target_channels(sum(self.start))

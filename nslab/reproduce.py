@@ -1,4 +1,9 @@
-"""The papermill runner: executes the ordered notebooks headlessly under a preset.
+"""The reproduction: the grid of the preset through an executor, then the notebooks with papermill.
+
+:func:`reproduce` computes every search and training run the notebooks will ask for (:mod:`nslab.grid`)
+with an executor (:mod:`nslab.executors`: in this process, or on Ray), then runs the notebooks, which find
+everything cached. A task that fails (after its retries) keeps the notebooks that need it from running;
+the others run, and :class:`GridFailed` names the failed tasks at the end.
 
 :func:`run_notebooks` executes ``notebooks/NN_*.ipynb`` in order with papermill, passing ``PROFILE``,
 ``INTERACTIVE = False`` (whatever the saved notebook says), ``DATA_ROOT``, ``RESULTS_DIR`` and
@@ -120,3 +125,84 @@ def run_notebooks(profile_name: str, only: Sequence[str] | None = None, data_roo
         if progress:
             print(f"{nb.name}: ok in {done[-1]['seconds']:.1f} s -> {out}", file=sys.stderr, flush=True)
     return done
+
+
+# --- the grid, then the notebooks ----------------------------------------------------------------------------
+
+class GridFailed(RuntimeError):
+    """Tasks of the grid failed after their retries; the notebooks that did not need them ran.
+
+    Attributes:
+        report: the executor's :class:`~nslab.executors.GridReport` (``failed``: name -> error).
+        notebooks: what ran (``{"notebook", "executed", "seconds"}`` each).
+        not_run: the notebooks left out because a task they need failed or was skipped.
+    """
+
+    def __init__(self, report, notebooks: list[dict], not_run: list[str]):
+        self.report, self.notebooks, self.not_run = report, notebooks, not_run
+        failed = "; ".join(f"{k}: {v}" for k, v in report.failed.items())
+        super().__init__(f"{len(report.failed)} grid task(s) failed ({failed}); {len(report.skipped)} skipped; "
+                         f"notebooks not run: {', '.join(not_run) or 'none'}. Finished work is kept: fix the cause "
+                         "and rerun the same command")
+
+
+def reproduce(profile_name: str, only: Sequence[str] | None = None, data_root: str | os.PathLike | None = None,
+              notebooks_dir: str | os.PathLike | None = None, build_dir: str | os.PathLike | None = None,
+              figures_dir: str | os.PathLike | None = None, results_dir: str | os.PathLike | None = None,
+              executor: str = "inprocess", address: str | None = None, num_cpus: int | None = None,
+              retries: int | None = None, grid_only: bool = False, grid: bool | None = None, progress: bool = True,
+              kernel_name: str | None = None, parameters: dict | None = None) -> dict:
+    """Run the preset's grid through ``executor``, then the notebooks (which then only read the cache).
+
+    Args:
+        profile_name: the preset.
+        only: notebook numbers (their tasks and the notebooks themselves; default all).
+        data_root, notebooks_dir, build_dir, figures_dir, results_dir, kernel_name, parameters: as
+            :func:`run_notebooks`.
+        executor: ``"inprocess"`` (default) or ``"ray"``.
+        address: Ray cluster address (``"auto"``, ``"HOST:PORT"``); ``None``: a local cluster of ``num_cpus``.
+        num_cpus: the local Ray cluster's CPUs (default all).
+        retries: runs again a failed task this many times (default: the preset's ``resources.retries``).
+        grid_only: compute the grid, run no notebook.
+        grid: compute the grid first (``None``: when the notebooks are the project's own, which
+            :func:`nslab.grid.notebook_requests` mirrors; other notebooks compute on demand).
+        progress: bars on stderr.
+
+    Returns:
+        ``{"profile", "executor", "grid": report, "notebooks": [...], "seconds"}``.
+
+    Raises:
+        GridFailed: some task failed after its retries (after the notebooks that did not need it ran).
+        NotebookFailed: a notebook raised.
+        ValueError: an unknown profile, executor or notebook number; Ray missing for ``"ray"``.
+    """
+    from . import grid as grid_
+    from .executors import GridReport, make_executor
+    from .paths import paths as resolve_paths
+
+    t0 = time.perf_counter()
+    p = preset(profile_name)
+    root = project_root()
+    nbs = list_notebooks(Path(notebooks_dir) if notebooks_dir else root / "notebooks", only)
+    numbers = [nb.name[:2] for nb in nbs]
+    where = resolve_paths(profile_name, figures_dir, results_dir, data_root)
+    ex = make_executor(executor, address=address, num_cpus=num_cpus, retries=retries, progress=progress,
+                       **({"cluster_key": str(where.results.resolve())} if executor == "ray" else {}))
+    if grid is None:
+        grid = notebooks_dir is None
+    tasks = grid_.tasks(p, where, numbers if only else None) if grid else []
+    report = ex.run(tasks) if tasks else GridReport()
+    if progress and tasks:
+        r = report.to_dict()
+        print(f"grid ({executor}): {r['tasks']} tasks, {r['ran']} ran, {r['cached']} cached, {len(r['failed'])} "
+              f"failed, {len(r['skipped'])} skipped in {r['seconds']:.0f} s", file=sys.stderr, flush=True)
+    bad = set(report.failed) | set(report.skipped)
+    blocked = sorted({n for t in tasks if t.name in bad for n in t.notebooks})
+    todo = [n for n in numbers if n not in blocked]
+    done = [] if grid_only or not todo else run_notebooks(
+        profile_name, todo, data_root, notebooks_dir, build_dir, figures_dir, results_dir, progress, kernel_name,
+        parameters)
+    if not report.ok:
+        raise GridFailed(report, done, [n for n in numbers if n in blocked])
+    return {"profile": profile_name, "executor": executor, "grid": report.to_dict(), "notebooks": done,
+            "seconds": round(time.perf_counter() - t0, 1)}

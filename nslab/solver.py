@@ -1,16 +1,21 @@
-"""Algorithm 3: the widths a per-layer power law, or one global factor, gives for a parameter budget.
+"""Algorithm 3: the widths a per-layer power law, or one global factor, gives for a budget.
 
+A budget is counted in one of three metrics: ``"params"`` (parameters, the paper's), ``"macs"``
+(multiply-accumulates of one image, :func:`nslab.models.macs`) or ``"latency"`` (milliseconds per
+forward pass predicted by a per-layer lookup table measured on this device, :mod:`nslab.latency_table`).
 :func:`widths_for_budget` searches the law's rounded path (``max(floor, round(alpha * tau^beta))``) for
-the exact parameter count closest to the budget; :func:`scale_widths` does the same for one global
-factor on fixed widths (the MorphNet-style baseline). Where a network's count is not monotone in its
-widths (ResNet18's and MobileNetV2's switchable projection shortcuts) a window of the path is also
-scanned (:mod:`nslab.pathscan`); :func:`widths_for_budget` states the guarantee. The paper's gradient
-descent is kept as ``method="sgd"`` for comparison. The laws themselves (Algorithm 2) are in
-:mod:`nslab.powerlaw`.
+the exact count closest to the budget; :func:`scale_widths` does the same for one global factor on
+fixed widths (the MorphNet-style baseline). Where a network's count is not monotone in its widths
+(ResNet18's and MobileNetV2's switchable projection shortcuts, in parameters and in MACs alike) a
+window of the path is also scanned (:mod:`nslab.pathscan`); :func:`widths_for_budget` states the
+guarantee. The paper's gradient descent is kept as ``method="sgd"`` for comparison. The laws themselves
+(Algorithm 2) are in :mod:`nslab.powerlaw`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,43 +25,118 @@ import numpy as np
 
 from . import pathscan
 from .data import DatasetSpec
-from .models import get_arch, param_counter
+from .models import default_widths, get_arch, macs_counter, param_counter, uniform_widths
 
 if TYPE_CHECKING:  # annotations only: powerlaw re-exports this module's public names, so no runtime import
+    from .latency_table import LatencyTable
     from .powerlaw import PowerLaw
 
 
 _MAX_WIDTH = 1 << 24  # no layer wider than this is "reachable": guards the upward bracket search
+METRICS = ("params", "macs", "latency")  # what a budget can be counted in
+_UNITS = {"params": "parameters", "macs": "MACs", "latency": "ms"}
 
 
 @dataclass(frozen=True)
 class Scaled:
-    """A width vector generated for a parameter budget.
+    """A width vector generated for a budget.
 
     Attributes:
         widths: (L,) integer widths, forward order.
-        params: exact parameter count of the network with ``widths``.
-        target: the budget asked for, parameters.
-        rel_error: ``(params - target) / target`` (signed, dimensionless).
+        params: exact parameter count of the network with ``widths`` (whatever the metric).
+        target: the budget asked for, in ``metric``'s unit (parameters, MACs or milliseconds).
+        rel_error: ``(achieved - target) / target`` in ``metric`` (signed, dimensionless).
+        metric: what ``target`` counts: ``"params"``, ``"macs"`` or ``"latency"``.
+        macs: exact multiply-accumulates of one image (``None`` where whoever built this did not count
+            them; the solver always does).
+        latency_ms: the lookup table's predicted latency, milliseconds (``metric="latency"`` only).
     """
 
     widths: list[int]
     params: int
-    target: int
+    target: float
     rel_error: float
+    metric: str = "params"
+    macs: int | None = None
+    latency_ms: float | None = None
+
+    @property
+    def achieved(self) -> float:
+        """The count of ``widths`` in ``metric`` (the number ``rel_error`` compares with ``target``)."""
+        return {"params": self.params, "macs": self.macs, "latency": self.latency_ms}[self.metric]
 
 
-def _check_budget(budget: float, floor_params: int, what: str) -> None:
+def check_metric(metric: str) -> str:
+    """``metric`` if it is one of :data:`METRICS`; ``ValueError`` naming the accepted ones otherwise."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; accepted: {', '.join(map(repr, METRICS))}")
+    return metric
+
+
+def counter(
+    arch: str, dataset: str | DatasetSpec, convcut: bool = False, metric: str = "params",
+    latency: LatencyTable | None = None,
+) -> Callable[[list[int]], float]:
+    """A fast ``widths -> count`` in ``metric``: exact parameters or MACs, or the table's predicted ms.
+
+    Args:
+        arch, dataset, convcut: the network.
+        metric: ``"params"``, ``"macs"`` or ``"latency"``.
+        latency: the lookup table for ``"latency"`` (``None``: :func:`nslab.latency_table.default_table`,
+            this machine's CPU).
+    """
+    check_metric(metric)
+    if metric == "params":
+        return param_counter(arch, dataset, convcut)
+    if metric == "macs":
+        return macs_counter(arch, dataset, convcut)
+    from .latency_table import default_table  # lazily: the table times layers with torch
+
+    table = default_table() if latency is None else latency
+    return table.predictor(arch, dataset, convcut)
+
+
+def _fmt(value: float, metric: str) -> str:
+    if metric == "latency":
+        return f"{value:.4g} ms"
+    return f"{value:,.0f}" if abs(value) < 1e12 else f"{value:.3g}"
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """What the error messages name: the metric, the network, and the widths the solver may use."""
+
+    metric: str = "params"
+    what: str = "network of this law"
+    floor: int = 1
+    max_width: int = _MAX_WIDTH
+
+    def range_error(self, budget: float, lo: float, hi: float | None, below: bool) -> ValueError:
+        where = "below the smallest network of this law" if below else "beyond what this law can reach"
+        unit = _UNITS[self.metric]
+        top = "its latency there (not timed: too wide to measure quickly)" if hi is None else _fmt(hi, self.metric)
+        return ValueError(
+            f"{self.metric} budget {_fmt(budget, self.metric)} is {where}: outside the achievable range "
+            f"{_fmt(lo, self.metric)} .. {top}{'' if hi is None or unit == 'ms' else ' ' + unit} for {self.what} "
+            f"(every layer at its minimum width {self.floor} .. the widest layer at {self.max_width:,} channels); "
+            + ("raise the budget or lower min_width" if below else "lower the budget"))
+
+
+def _check_budget(
+    budget: float, floor_count: float, problem: _Problem, top: Callable[[], float | None] = lambda: None,
+) -> None:
     if not (isinstance(budget, (int, float, np.integer, np.floating)) and math.isfinite(budget)) or budget <= 0:
-        raise ValueError(f"budget must be a positive number of parameters, got {budget!r}")
-    if budget < floor_params:
-        raise ValueError(f"budget {budget:,.0f} is below the smallest {what} ({floor_params:,} parameters "
-                         "with every layer at its minimum width); raise the budget or lower min_width")
+        raise ValueError(f"budget must be a positive number of {_UNITS[problem.metric]} "
+                         f"({problem.metric}), got {budget!r}")
+    if budget < floor_count:
+        raise problem.range_error(budget, floor_count, top(), below=True)
 
 
 def _solve(
-    alpha: np.ndarray, beta: np.ndarray, count: Callable[[list[int]], int], budget: float,
+    alpha: np.ndarray, beta: np.ndarray, count: Callable[[list[int]], float], budget: float,
     round_to: int, min_width: int, x0: float, shortcuts: pathscan.Shortcuts | None = None,
+    problem: _Problem = _Problem(), nudge: bool = True, extras: Callable[[list[int]], dict] | None = None,
+    step: float = 1.0,
 ) -> Scaled:
     """Closest count for ``w(x) = max(floor, round(alpha * x^beta))`` (every beta > 0), then nudges.
 
@@ -65,28 +145,46 @@ def _solve(
     whole path. With them it is not (a projection vanishes where two linked widths meet):
     :func:`~nslab.pathscan.window` bounds where a closer point can lie and :func:`~nslab.pathscan.scan`
     finds the closest one there.
-    Single-layer nudges (:func:`_refine`) then close the last gap. The exact guarantee is stated in
-    :func:`widths_for_budget`.
+    Single-layer nudges (:func:`_refine`, unless ``nudge`` is off) then close the last gap. The exact
+    guarantee is stated in :func:`widths_for_budget`. ``problem`` names the metric and network in
+    errors and sets the widest layer allowed; ``extras(widths)`` gives the :class:`Scaled` fields besides
+    ``widths``, ``target`` and ``rel_error``; ``step``: the bracket's widening step in ln x.
     """
     if round_to < 1 or min_width < 1:
         raise ValueError(f"round_to and min_width must be >= 1, got round_to={round_to}, min_width={min_width}")
     floor = -(-min_width // round_to) * round_to
+    problem = dataclasses.replace(problem, floor=floor)
     log_a = np.log(alpha)
 
     def widths(log_x: float) -> np.ndarray:
         w = np.exp(log_a + beta * log_x)
         return np.maximum(floor, round_to * np.rint(w / round_to)).astype(np.int64)
 
-    _check_budget(budget, count([floor] * len(alpha)), "network of this law")
-    bracket = _bracket(widths, count, budget, math.log(x0), round_to)
+    def result(w: np.ndarray, p: float) -> Scaled:
+        if w.max() > problem.max_width:
+            raise problem.range_error(budget, floor_count, cap_count(), below=False)
+        target = budget if problem.metric == "latency" else int(round(budget))
+        fields = extras(w.tolist()) if extras is not None else {"params": int(p)}
+        return Scaled(w.tolist(), target=target, rel_error=(p - budget) / budget, metric=problem.metric, **fields)
+
+    # The widest layer reaches max_width here: the path is searched up to this point only.
+    t_cap = float(((math.log(problem.max_width) - log_a) / beta).min())
+
+    def cap_count() -> float | None:  # the top of the range (not timed for latency: far too wide to measure)
+        return None if problem.metric == "latency" else count(widths(t_cap).tolist())
+
+    floor_count = count([floor] * len(alpha))
+    _check_budget(budget, floor_count, problem, cap_count)
+
+    bracket = _bracket(widths, count, budget, min(math.log(x0), t_cap), round_to, t_cap, step)
+    if bracket is None:
+        raise problem.range_error(budget, floor_count, cap_count(), below=False)
     lo, w_lo, p_lo, hi, w_hi, p_hi = bracket
     t, w, p = (lo, w_lo, p_lo) if budget - p_lo <= p_hi - budget else (lo, w_hi, p_hi)
-    if p == budget:
-        return Scaled(w.tolist(), int(p), int(round(budget)), 0.0)
+    if p == budget or not nudge:
+        return result(w, p)
     starts = [(t, w, p)]
-    if shortcuts is not None and w.max() <= _MAX_WIDTH:
-        # The window cannot reach past the point where the widest layer has _MAX_WIDTH channels.
-        t_cap = float(((math.log(_MAX_WIDTH) - log_a) / beta).min())
+    if shortcuts is not None:
         t_meet = pathscan.last_meeting(log_a.tobytes(), beta.tobytes(), shortcuts, round_to, floor)
         t_lo, t_hi = pathscan.window(widths, shortcuts, budget, abs(p - budget), lo, hi, floor, t_cap, t_meet, beta)
         closest = pathscan.scan(widths, shortcuts, budget, starts[0], bracket, (t_lo, t_hi), log_a, beta, round_to)
@@ -94,35 +192,35 @@ def _solve(
         starts = [closest, *starts] if closest is not starts[0] else starts
     ends = [_refine(np.exp(log_a + beta * t), w, p, count, budget, round_to, floor) for t, w, p in starts]
     w, p = min(ends, key=lambda e: abs(e[1] - budget))
-    if w.max() > _MAX_WIDTH:
-        raise ValueError(f"budget {budget:,.0f} is beyond what this law can reach "
-                         f"(a layer would exceed {_MAX_WIDTH:,} channels)")
-    return Scaled(w.tolist(), int(p), int(round(budget)), (p - budget) / budget)
+    return result(w, p)
 
 
 def _bracket(
-    widths: Callable[[float], np.ndarray], count: Callable[[list[int]], int], budget: float, t0: float,
-    round_to: int,
-) -> tuple[float, np.ndarray, int, float, np.ndarray, int]:
+    widths: Callable[[float], np.ndarray], count: Callable[[list[int]], float], budget: float, t0: float,
+    round_to: int, t_cap: float = math.inf, step: float = 1.0,
+) -> tuple[float, np.ndarray, float, float, np.ndarray, float] | None:
     """Bisection on ln x: ``(lo, w_lo, p_lo, hi, w_hi, p_hi)`` with ``p_lo <= budget < p_hi`` and no
     path point between ``w_lo`` and ``w_hi`` (or both ends the same point, when it hits the budget).
 
     Where the count is not monotone this still ends at *a* crossing of the budget, not necessarily
-    the closest one.
+    the closest one. The upward search stops at ``t_cap`` (``t0 <= t_cap``): ``None`` if the count
+    there is still below the budget.
     """
     lo = hi = t0
     w_lo = w_hi = widths(lo)
     p_lo = p_hi = count(w_lo.tolist())
     while p_lo > budget:  # widen downwards; terminates: all widths reach the floor, whose count <= budget
         hi, w_hi, p_hi = lo, w_lo, p_lo
-        lo -= 1.0
+        lo -= step
         w_lo = widths(lo)
         p_lo = count(w_lo.tolist())
     while p_hi <= budget:  # widen upwards
         if p_hi == budget:
             return hi, w_hi, p_hi, hi, w_hi, p_hi
+        if hi >= t_cap:
+            return None
         lo, w_lo, p_lo = hi, w_hi, p_hi
-        hi += 1.0
+        hi = min(hi + step, t_cap)
         w_hi = widths(hi)
         p_hi = count(w_hi.tolist())
     # Bisect until adjacent: one channel apart (or float resolution, for simultaneous breakpoints).
@@ -137,22 +235,29 @@ def _bracket(
     return lo, w_lo, p_lo, hi, w_hi, p_hi
 
 
+_PAIR_TOL = 1e-3  # pairs of layers are nudged only while the error exceeds this (relative)
+
+
 def _refine(
-    x: np.ndarray, w: np.ndarray, p: int, count: Callable[[list[int]], int], budget: float,
+    x: np.ndarray, w: np.ndarray, p: float, count: Callable[[list[int]], float], budget: float,
     round_to: int, floor: int,
-) -> tuple[np.ndarray, int]:
+) -> tuple[np.ndarray, float]:
     """Nudge single layers by one rounding step, greedily, while that brings the count closer to budget.
 
     Adjacent points on the rounded curve can be a whole wide layer's channel apart (0.2-0.4% of the
     count on ResNet18/MobileNetV2, more where a shortcut switches between identity and projection);
     nudging narrow layers fills that gap. Every width stays within two rounding steps of the law's
-    real-valued width ``x``, so the shape the law prescribes is kept.
+    real-valued width ``x``, so the shape the law prescribes is kept. With coarse rounding (``round_to``
+    8: every step a few tenths of a percent) single nudges can stall above 0.1%; while the error is
+    above ``_PAIR_TOL`` two layers are then nudged at once (one step each, either direction), whose
+    differences are finer, and single nudges resume from there.
     """
     lo_lim = np.maximum(floor, round_to * np.ceil(x / round_to - 2))
     hi_lim = round_to * np.floor(x / round_to + 2)
-    for _ in range(2 * len(w)):
+    n = len(w)
+    for _ in range(4 * n):
         best_err, best = abs(p - budget), None
-        for i in range(len(w)):
+        for i in range(n):
             for step in (round_to, -round_to):
                 v = w[i] + step
                 if lo_lim[i] <= v <= hi_lim[i]:
@@ -161,6 +266,18 @@ def _refine(
                     pc = count(cand.tolist())
                     if abs(pc - budget) < best_err:
                         best_err, best = abs(pc - budget), (cand, pc)
+        if best is None and best_err > _PAIR_TOL * budget:
+            for i in range(n):
+                for j in range(i + 1, n):
+                    for si in (round_to, -round_to):
+                        for sj in (round_to, -round_to):
+                            vi, vj = w[i] + si, w[j] + sj
+                            if lo_lim[i] <= vi <= hi_lim[i] and lo_lim[j] <= vj <= hi_lim[j]:
+                                cand = w.copy()
+                                cand[i], cand[j] = vi, vj
+                                pc = count(cand.tolist())
+                                if abs(pc - budget) < best_err:
+                                    best_err, best = abs(pc - budget), (cand, pc)
         if best is None:
             break
         w, p = best
@@ -180,7 +297,7 @@ def _sgd(
     def widths(tau: float) -> list[int]:
         return np.maximum(floor, round_to * np.rint(a * tau**b / round_to)).astype(np.int64).tolist()
 
-    _check_budget(budget, count([floor] * len(a)), "network of this law")
+    _check_budget(budget, count([floor] * len(a)), _Problem(floor=floor))
     tau = float(budget)
     for _ in range(steps if steps is not None else max_steps):
         p = count(widths(tau))
@@ -192,8 +309,37 @@ def _sgd(
     return Scaled(w, int(p), int(round(budget)), (p - budget) / budget)
 
 
+def _setup(
+    arch: str, dataset: str | DatasetSpec, convcut: bool, metric: str, latency: LatencyTable | None,
+) -> tuple[Callable[[list[int]], float], pathscan.Shortcuts | None, _Problem, Callable[[list[int]], dict]]:
+    """The count, the switchable shortcuts, the error wording and the result's fields for one network."""
+    check_metric(metric)
+    params, macs = param_counter(arch, dataset, convcut), macs_counter(arch, dataset, convcut)
+    name = dataset.name if isinstance(dataset, DatasetSpec) else dataset
+    what = f"{arch} {name}" + (" (convcut)" if convcut else "")
+    if metric == "latency":
+        from .latency_table import default_table
+
+        table = default_table() if latency is None else latency
+        predict = table.predictor(arch, dataset, convcut)
+        problem = _Problem("latency", what, max_width=table.max_width)
+        # Latency is measured, so it is neither monotone nor structured like a count: no scan (see
+        # widths_for_budget), and the result reports the prediction it was solved on.
+        return predict, None, problem, lambda w: {"params": params(w), "macs": macs(w), "latency_ms": predict(w)}
+    count = params if metric == "params" else macs
+    return (count, pathscan.shortcuts(arch, dataset, convcut, metric), _Problem(metric, what),
+            lambda w: {"params": params(w), "macs": macs(w)})
+
+
 # The released code's step sizes and stopping rules per architecture.
 _SGD_SETTINGS = {"vgg11": (50.0, 2000, None), "resnet18": (1.0, None, 0.009), "mobilenetv2": (1.0, None, 0.0005)}
+
+
+@functools.lru_cache(maxsize=64)
+def _params_per_mac(arch: str, dataset: str | DatasetSpec, convcut: bool) -> float:
+    """The default network's parameters per MAC: maps a MACs budget to a starting tau."""
+    d = default_widths(arch)
+    return param_counter(arch, dataset, convcut)(d) / macs_counter(arch, dataset, convcut)(d)
 
 
 def widths_for_budget(
@@ -205,8 +351,10 @@ def widths_for_budget(
     min_width: int = 1,
     method: str = "bracket",
     convcut: bool = False,
+    metric: str = "params",
+    latency: LatencyTable | None = None,
 ) -> Scaled:
-    """Algorithm 3: the widths the power law gives for a parameter budget.
+    """Algorithm 3: the widths the power law gives for a budget in parameters, MACs or latency.
 
     ``method="bracket"`` searches the law's *path*, the vectors ``max(floor, round_to * rint(alpha *
     tau^beta / round_to))`` for tau > 0 (``floor``: ``min_width`` rounded up to ``round_to``). VGG11's
@@ -219,47 +367,79 @@ def widths_for_budget(
     point comes closer than the bisection's: below it even the count with every projection present
     is farther below the budget, above it even the count without the switchable ones (linked layers
     at their narrowest) is farther above, or no linked widths meet again and the count itself is.
+    MACs (``metric="macs"``) behave the same way (every term grows with the widths except the
+    switchable projections), so the same search and guarantee hold for them.
 
-    Guarantee: the path point kept is the closest to the budget of all (up to float resolution:
-    layers whose widths change within 1e-13 in ln tau change together; widths up to 2^24 channels; a
-    window of more than 65,536 vectors, far beyond the paper's networks, is not scanned). Single
+    Guarantee (``"params"``, ``"macs"``): the path point kept is the closest to the budget of all (up
+    to float resolution: layers whose widths change within 1e-13 in ln tau change together; widths up
+    to 2^24 channels; a window of more than 65,536 vectors, far beyond the paper's networks, is not scanned). Single
     layers are then nudged by one rounding step, greedily, while the count gets strictly closer,
     within two rounding steps of the law's real-valued width (at the kept point; at the bisection's
     lower end for its points), also from the bisection's point when the scan kept another. The
     result is never farther from the budget than the closest path point, its best single nudge within
     those limits (and ``floor``), or nudging from the bisection's point alone.
 
+    Guarantee (``"latency"``): weaker, because the count is the lookup table's prediction (a sum of
+    measured, interpolated per-layer latencies, :class:`nslab.latency_table.LatencyTable`), which is
+    neither monotone in the widths nor free of noise. Bisection in ln tau on that prediction ends at
+    two adjacent path points whose predictions lie on either side of the budget, and the closer is
+    returned: a crossing of the budget by the predicted latency, not necessarily the closest point of
+    the path, and no nudging (a one-channel change moves latency by less than its noise). Widths stop
+    at the table's ``max_width``. How close the *measured* latency comes is the table's accuracy,
+    reported by ``bench/latency_table.py``.
+
     Args:
         law: the fitted power law (L layers of ``arch``).
-        arch, dataset, convcut: the network to count parameters of.
-        budget: target number of parameters.
+        arch, dataset, convcut: the network to count.
+        budget: the target, in ``metric``'s unit: parameters, MACs (of one image) or milliseconds
+            (one forward pass of the table's batch).
         round_to: every width is a multiple of this (8 gives hardware-friendly widths).
         min_width: no layer narrower than this (rounded up to a multiple of ``round_to``).
         method: ``"bracket"`` (default, above) or ``"sgd"`` (the paper's gradient descent, for
-            comparison).
+            comparison; parameters only).
+        metric: ``"params"`` (default), ``"macs"`` or ``"latency"``.
+        latency: the lookup table for ``metric="latency"`` (``None``: this machine's CPU table,
+            :func:`nslab.latency_table.default_table`); ignored otherwise.
 
     Returns:
-        :class:`Scaled` with the widths, their exact count and the relative error.
+        :class:`Scaled` with the widths, their exact parameters and MACs (and predicted latency), the
+        relative error in ``metric`` and the metric.
 
     Raises:
-        ValueError: a budget below the smallest network (every layer at ``min_width``) or beyond what
-            the law reaches, a law that does not match ``arch``, a non-positive beta, or an unknown method.
+        ValueError: a budget outside the achievable range (below the smallest network, every layer at
+            ``min_width``, or beyond the law's reach, the widest layer at the solver's maximum width;
+            the message names the budget, metric and range), a law that does not match ``arch``, a
+            non-positive beta, an unknown method or metric.
     """
     n_layers = len(get_arch(arch).default_widths)
     if len(law.alpha) != n_layers:
         raise ValueError(f"the law has {len(law.alpha)} layers but {arch} has {n_layers}")
-    count = param_counter(arch, dataset, convcut)
+    check_metric(metric)
     if method == "sgd":
+        if metric != "params":
+            raise ValueError(f"method 'sgd' (the paper's) solves parameter budgets only, got metric {metric!r}; "
+                             "use method 'bracket'")
         lr, steps, tol = _SGD_SETTINGS[arch]
-        return _sgd(law, count, budget, round_to, min_width, lr, steps, tol)
+        return _sgd(law, param_counter(arch, dataset, convcut), budget, round_to, min_width, lr, steps, tol)
     if method != "bracket":
         raise ValueError(f"unknown method {method!r}; accepted: 'bracket', 'sgd'")
     beta = np.asarray(law.beta, dtype=float)
     if (beta <= 0).any() or not np.isfinite(beta).all():
         raise ValueError(f"the budget solver needs every beta > 0 (widths growing with size); got beta = "
                          f"{[round(b, 4) for b in law.beta]}")
-    return _solve(np.asarray(law.alpha, dtype=float), beta, count, budget, round_to, min_width, x0=budget,
-                  shortcuts=pathscan.shortcuts(arch, dataset, convcut))
+    count, sc, problem, extras = _setup(arch, dataset, convcut, metric, latency)
+    x0 = float(budget) if isinstance(budget, (int, float, np.integer, np.floating)) else 1.0
+    if metric == "macs" and math.isfinite(x0):
+        x0 *= _params_per_mac(arch, dataset, convcut)  # start the bracket near the tau with this many MACs
+    elif metric == "latency" and math.isfinite(x0) and x0 > 0:
+        # Start near the tau whose MACs take this long at the reference network's MACs per ms (its cells
+        # are timed anyway): every bracket step away from it times new table cells.
+        ref = uniform_widths(arch, 0.5)
+        ms_per_mac = count(ref) / macs_counter(arch, dataset, convcut)(ref)
+        x0 = x0 / ms_per_mac * _params_per_mac(arch, dataset, convcut)
+    return _solve(np.asarray(law.alpha, dtype=float), beta, count, budget, round_to, min_width, x0=max(x0, 1e-300),
+                  shortcuts=sc, problem=problem, nudge=metric != "latency", extras=extras,
+                  step=0.25 if metric == "latency" else 1.0)
 
 
 def scale_widths(
@@ -270,17 +450,20 @@ def scale_widths(
     round_to: int = 1,
     min_width: int = 1,
     convcut: bool = False,
+    metric: str = "params",
+    latency: LatencyTable | None = None,
 ) -> Scaled:
     """One global factor ``s`` on ``base_widths`` (``round(w * s)``) solved to meet ``budget``.
 
     The MorphNet-style baseline: it keeps the proportions of ``base_widths`` (e.g. a network pruned
-    to 50% of its channels) and only changes the overall size. Arguments, and the guarantee on the
-    result (the path being ``round(base * s)`` over s > 0), as for :func:`widths_for_budget`.
+    to 50% of its channels) and only changes the overall size. Arguments (``budget`` in ``metric``'s
+    unit), and the guarantee on the result (the path being ``round(base * s)`` over s > 0), as for
+    :func:`widths_for_budget`.
     """
     base = np.asarray(base_widths, dtype=float)
     n_layers = len(get_arch(arch).default_widths)
     if base.shape != (n_layers,) or (base <= 0).any():
         raise ValueError(f"base_widths must be {n_layers} positive widths for {arch}, got {list(base_widths)}")
-    count = param_counter(arch, dataset, convcut)
-    return _solve(base, np.ones(n_layers), count, budget, round_to, min_width, x0=1.0,
-                  shortcuts=pathscan.shortcuts(arch, dataset, convcut))
+    count, sc, problem, extras = _setup(arch, dataset, convcut, metric, latency)
+    return _solve(base, np.ones(n_layers), count, budget, round_to, min_width, x0=1.0, shortcuts=sc,
+                  problem=problem, nudge=metric != "latency", extras=extras)

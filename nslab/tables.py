@@ -295,6 +295,16 @@ def caption(p, title: str, settings: Sequence[Any] = (), table: int | None = Non
     return out + "".join(f". Left out: {label(m)}: {why}" for m, why in p.excluded if held is None or m in held)
 
 
+def equal_budget_table(summary: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """Notebook 08: :func:`comparison_table` rows of :func:`nslab.benchmark.macs_study`'s summary, each label
+    saying what the network held equal to uniform's (``budget``: ``"macs"`` or ``"params"``)."""
+    rows = comparison_table(summary, extra=("budget",))
+    for r in rows:
+        if r["method"] != "uniform":  # uniform is its own budget in both
+            r["label"] += f", equal {'MACs' if r['budget'] == 'macs' else 'parameters'}"
+    return rows
+
+
 # --- notebooks 01-05: searches and benchmark tables ------------------------------------------------------
 
 

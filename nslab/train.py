@@ -32,6 +32,7 @@ from .loop import (
     EpochStats,
     NonFiniteLossError,
     Step,
+    StepGraphs,
     channels_last_ok,
     cudnn_benchmark,
     evaluate,
@@ -229,6 +230,7 @@ def train(
     run_dir: str | os.PathLike | None = None,
     progress: bool = True,
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
+    cuda_graphs: bool = True,
 ) -> History:
     """Train ``model`` on ``data`` with ``recipe``; evaluate on the test split after every epoch.
 
@@ -252,6 +254,8 @@ def train(
         progress: tqdm bar per epoch.
         on_epoch_end: called with each epoch's record after its checkpoint is written (an exception
             raised there stops the run, e.g. to interrupt it in tests).
+        cuda_graphs: on CUDA, replay every full-size training step as one CUDA graph
+            (:class:`~nslab.loop.GraphedStep`: the same SGD, launched at once); no effect elsewhere.
 
     Returns:
         The :class:`History` of all epochs (including those of a resumed run).
@@ -275,10 +279,11 @@ def train(
     rd = None if run_dir is None else Path(run_dir)
     history = History() if rd is None else _open_run(rd, settings, model, opt, dev)
     train_batches, test_batches = _batches(data, recipe, dev, channels_last)
+    graphs = StepGraphs(recipe.label_smoothing) if cuda_graphs and dev.type == "cuda" else None
     # cuDNN autotuning (as in the release): picks the fastest conv kernels for these fixed shapes
     with cudnn_benchmark(dev):
         for epoch in range(len(history), recipe.epochs):
-            rec = _epoch(model, opt, train_batches, test_batches, recipe, seed, epoch, progress, rd)
+            rec = _epoch(model, opt, train_batches, test_batches, recipe, seed, epoch, progress, rd, graphs)
             history.records.append(rec)
             if rd is not None:
                 _save_epoch(rd, model, opt, history, settings)
@@ -287,7 +292,7 @@ def train(
     return history
 
 
-def _epoch(model, opt, train_batches, test_batches, r: Recipe, seed, epoch, progress, rd) -> EpochRecord:
+def _epoch(model, opt, train_batches, test_batches, r: Recipe, seed, epoch, progress, rd, graphs=None) -> EpochRecord:
     """Train and evaluate one epoch of :func:`train`; returns its record."""
     t0 = time.perf_counter()
     steps = len(train_batches)
@@ -301,6 +306,7 @@ def _epoch(model, opt, train_batches, test_batches, r: Recipe, seed, epoch, prog
             label_smoothing=r.label_smoothing,
             progress=f"epoch {epoch + 1}/{r.epochs}" if progress else None,
             total=steps,
+            graphs=graphs,
         )
     except NonFiniteLossError as e:
         last_good = rd / CHECKPOINT if rd is not None and (rd / CHECKPOINT).exists() else None

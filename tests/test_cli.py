@@ -36,7 +36,7 @@ CASES = {
                     ["method", "out", "widths", "params", "target", "rel_error", "keep_ratio",
                      "train_best_test_acc", "finetune_best_test_acc"]),
     "reproduce": (["reproduce", "--profile", "smoke", "--only", "03", "--build-dir", "{tmp}/b", "--figures-dir",
-                   "{tmp}/f", "--results-dir", "{tmp}/r"], ["profile", "notebooks", "seconds"]),
+                   "{tmp}/f", "--results-dir", "{tmp}/r"], ["profile", "executor", "grid", "notebooks", "seconds"]),
 }
 
 
@@ -120,7 +120,7 @@ def test_failed_notebook_exits_1_and_ctrl_c_130(capfd, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("nslab.reproduce.run_notebooks", fail)
-    code, out, err = run(capfd, "reproduce", "--profile", "smoke")
+    code, out, err = run(capfd, "reproduce", "--profile", "smoke", "--only", "03")  # 03 has no grid task
     assert code == 1 and not out and err.startswith("nslab reproduce: error: notebook 03_budget_explorer.ipynb")
     monkeypatch.setattr("nslab.latency.measure_latency", interrupt)
     code, out, err = run(capfd, "latency", "vgg11", "--ratio", "0.125")
@@ -170,3 +170,19 @@ def test_console_script_entry_point(tmp_path):
     err = subprocess.run([sys.executable, "-m", "nslab", "fit", str(bad), "--arch", "vgg11"],
                          capture_output=True, text=True)
     assert err.returncode == 2 and err.stderr.startswith("nslab fit: error:") and not err.stdout
+
+
+def test_generate_for_a_macs_budget(capfd):
+    code, out, err = run(capfd, "generate", "--published", "vgg11-cifar10", "--macs-ratio", "0.25")
+    obj = one_json_object(out)
+    assert code == 0 and list(obj) == ["widths", "params", "macs", "target", "rel_error", "metric"], err
+    assert obj["target"] == macs("vgg11", uniform_widths("vgg11", 0.25)) == 9_880_832 and obj["metric"] == "macs"
+    assert obj["macs"] == macs("vgg11", obj["widths"]) and abs(obj["rel_error"]) <= 1e-3
+    assert obj["params"] == param_count("vgg11", obj["widths"]) < 100_000
+    code, out, _ = run(capfd, "generate", "--published", "vgg11-cifar10", "--macs", "2e7", "--round-to", "8")
+    obj = one_json_object(out)
+    assert obj["target"] == 20_000_000 and all(w % 8 == 0 for w in obj["widths"]) and abs(obj["rel_error"]) < 1e-3
+    code, out, err = run(capfd, "generate", "--published", "vgg11-cifar10", "--macs", "1000")
+    assert code == 2 and not out and "macs budget 1,000 is below the smallest" in err and "MACs for vgg11" in err
+    code, out, err = run(capfd, "generate", "--published", "vgg11-cifar10", "--macs", "1e7", "--ratio", "1")
+    assert code == 2 and "not allowed with argument" in err

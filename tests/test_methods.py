@@ -77,3 +77,37 @@ def test_budgets_follow_the_scale_not_the_start_when_asked():
     paper = dataclasses.replace(narrow, scale=1.0)  # ... unless the grid keeps the paper's budgets
     assert paper.budget(0.25).params == 579_786 and paper.start == uniform_widths("vgg11", 0.25)
     assert get_method("uniform")(paper, paper.budget(0.25)) == uniform_widths("vgg11", 0.25)
+
+
+@pytest.mark.parametrize("ratio", [0.25, 1.0, 2.0])
+def test_every_method_meets_a_macs_budget(authors, ratio):
+    from nslab.models import macs
+
+    b = authors.budget(ratio, "macs")
+    assert b == Budget(macs("vgg11", uniform_widths("vgg11", ratio)), ratio, "macs") and b.target == b.params
+    assert authors.budget(ratio) == Budget(param_count("vgg11", uniform_widths("vgg11", ratio)), ratio)
+    for name, m in METHODS.items():
+        if m.convcut or m.trains == "li":
+            continue
+        w = m(authors, b)
+        tol = 0 if name == "uniform" else 1e-3
+        assert abs(macs("vgg11", w) - b.params) <= tol * b.params, (name, w)
+    assert get_method("uniform")(authors, b) == uniform_widths("vgg11", ratio)
+    # NeuralScale spends the same MACs on far fewer parameters than for the same parameter count
+    ns = get_method("neuralscale_last")
+    assert param_count("vgg11", ns(authors, b)) < param_count("vgg11", ns(authors, authors.budget(ratio)))
+    with pytest.raises(ValueError, match="parameter budgets only"):
+        get_method("li")(authors, b)
+
+
+def test_free_macs_budget_and_bad_metric(authors):
+    from nslab.models import macs
+
+    w = get_method("uniform")(authors, Budget(20_000_000, metric="macs"))
+    assert abs(macs("vgg11", w) - 2e7) <= 2e4
+    ratios = np.asarray(w) / np.asarray(default_widths("vgg11"))
+    assert ratios.max() - ratios.min() < 0.05
+    with pytest.raises(ValueError, match="unknown metric 'flops'; accepted"):
+        Budget(10**6, metric="flops")
+    with pytest.raises(ValueError, match="unknown metric"):
+        authors.budget(0.5, "FLOPs")

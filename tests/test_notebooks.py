@@ -20,7 +20,7 @@ from nslab.config import preset
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 NAMES = ["01_iterative_pruning", "02_power_law", "03_budget_explorer", "04_architecture_descent",
-         "05_benchmark", "06_pretraining_epochs", "07_convcut"]
+         "05_benchmark", "06_pretraining_epochs", "07_convcut", "08_equal_compute"]
 DATA = Path(__file__).parent / "data"
 FIG, TAB = ("html", "png"), ("csv", "md")
 EXPECTED = {  # file stem -> extensions, per notebook
@@ -36,10 +36,11 @@ EXPECTED = {  # file stem -> extensions, per notebook
            "fig09_pretraining_accuracy_mobilenetv2": FIG, "table4_pretraining_mobilenetv2": TAB},
     "07": {"fig10_convcut_mobilenetv2": FIG, "table5_convcut_mobilenetv2": TAB, "fig11_convcut_resnet18": FIG,
            "table6_convcut_resnet18": TAB},
+    "08": {"nb08_equal_compute": FIG + TAB},
 }
 
 
-def test_the_seven_notebooks_exist():
+def test_the_notebooks_exist():
     assert [p.stem for p in NOTEBOOKS] == NAMES
 
 
@@ -60,7 +61,7 @@ def test_committed_notebook_follows_the_contract(path):
     assert {"PROFILE", "DATA_ROOT", "RESULTS_DIR", "FIGURES_DIR", "INTERACTIVE"} <= names
     ns = {}
     exec(params.source, ns)
-    assert ns["PROFILE"] == "smoke" and ns["INTERACTIVE"] is False
+    assert ns["PROFILE"] == "cpu" and ns["INTERACTIVE"] is False  # the README's default
     for cell in [params, *rest]:
         if cell.cell_type != "code":
             continue
@@ -181,3 +182,27 @@ def test_a_notebook_runs_alone_with_papermill(tmp_path):
                         "--no-progress-bar"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "f" / "nb03_budget_configurations.csv").is_file()
+
+
+def test_every_notebook_ends_with_a_computed_conclusion(smoke):
+    _, done = smoke
+    for d in done:
+        nb = nbformat.read(d["executed"], as_version=4)
+        last = nb.cells[-1]
+        assert last.cell_type == "code" and last.source.startswith("conclusions."), d["notebook"]
+        md = [o["data"]["text/markdown"] for o in last.outputs if "text/markdown" in o.get("data", {})]
+        assert md and md[0].startswith("- ") and any(ch.isdigit() for ch in md[0]), d["notebook"]
+    for path in NOTEBOOKS:  # and each teaches its algorithm with equations (LaTeX) right after its imports
+        method = nbformat.read(path, as_version=4).cells[3]
+        assert method.cell_type == "markdown" and method.source.count("$") >= 4 and "\\" in method.source, path.name
+
+
+def test_equal_compute_table_holds_the_macs_budget(smoke):
+    t = rows(smoke, "nb08_equal_compute")
+    assert {(r["method"], r["budget"]) for r in t} == {("uniform", "macs"), ("morphnet", "macs"),
+                                                        ("neuralscale_last", "macs"), ("neuralscale_last", "params")}
+    uniform = next(r for r in t if r["method"] == "uniform")
+    for r in t:
+        held = "macs_m" if r["budget"] == "macs" else "params_m"
+        assert abs(float(r[held]) / float(uniform[held]) - 1) < 0.01, r  # the table rounds to 3-4 digits
+    assert "equal MACs" in next(r["label"] for r in t if r["method"] == "morphnet")

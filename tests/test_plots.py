@@ -10,7 +10,7 @@ from conftest import write_authors_run
 from nslab import explorer, figures, io, plots, powerlaw
 from nslab import tables as results
 from nslab.methods import morphnet_base
-from nslab.models import param_count, uniform_widths
+from nslab.models import macs, param_count, uniform_widths
 
 
 def assert_readable(fig):
@@ -42,8 +42,6 @@ def test_trajectory_and_configuration_figures():
     fig = plots.trajectory_figure(w, [300, 250, 200])
     assert_readable(fig)
     assert len(fig.data) == 2 and list(fig.data[1].y) == [20, 18, 15]
-    plots.update_trajectory(fig, w[:2], [300, 250])
-    assert list(fig.data[0].y) == [10, 9]
     fig = plots.configurations_figure({"r = 0.25": {"iteration 1": [1, 2], "iteration 2": [2, 3]},
                                        "r = 2": {"iteration 1": [5, 6], "iteration 2": [6, 7]}},
                                       title="t", gradient=True)
@@ -158,8 +156,9 @@ def test_slider_callback_output_for_a_budget(fit):
     for s in configs.values():
         assert abs(s.rel_error) < 1e-3 and s.params == param_count("vgg11", s.widths, "cifar10")
     assert configs["uniform"].widths == [20, 42, 84, 84, 168, 169, 168, 168]  # proportional to the default
-    assert list(fig.data[2].y) == ns.widths and "1,000,005 params" in fig.data[2].name
-    assert "1.000M" in fig.layout.title.text
+    assert list(fig.data[2].y) == ns.widths and "1.00M params · " in fig.data[2].name
+    assert "1.00M params, 0.11x default" in fig.layout.title.text
+    assert "uniform — 1.00M params" in fig.data[0].name  # 999,992 parameters
 
 
 def test_slider_range_and_ratio_table(fit):
@@ -191,18 +190,42 @@ def test_available_fits_finds_project_searches(tmp_path, fit, ref_dir):
     assert morphnet_base(mine.context) in w.tolist()
 
 
-def test_explorer_widget_builds(fit):
-    box = explorer.explorer_widget({fit.name: fit})
-    slider = box.children[2]
-    slider.value = 2e6
-    assert "neuralscale" in box.children[3].value
+def test_explorer_widget_opens_on_the_named_fit_with_human_readouts(fit):
+    other = explorer.published("vgg11-cifar10", 1)
+    box = explorer.explorer_widget({other.name: other, fit.name: fit}, fit=fit.name)
+    assert box.children[1].value == fit.name  # not the first of the list
+    slider, shown = box.children[3].children
+    slider.value = 9_231_114
+    assert shown.value == "<b>9.23M params, 1.00x default</b>"
+    status = box.children[4].value
+    assert "<b>neuralscale</b> 9.23M params · 51.1M MACs" not in status  # 51.1M is r = 0.25's, not r = 1's
+    assert "neuralscale" in status and "M params · " in status and "M MACs (" in status
+    fig = box.children[5]
+    assert fig.layout.title.text.startswith("vgg11 cifar10 at 9.23M params") and fit.name in fig.layout.title.text
+    with pytest.raises(ValueError, match="not available"):
+        explorer.explorer_widget({fit.name: fit}, fit="authors: nothing")
 
 
-def test_trajectory_updater_redraws_with_the_rows_so_far():
-    # notebook 01's live figure: descent's on_row callback feeds it the whole trajectory after every row
-    fig = plots.trajectory_figure(np.zeros((0, 8)), [], title="live")
-    on_row = plots.trajectory_updater(fig)
-    w = np.array([[10, 20, 30, 30, 40, 40, 40, 40], [9, 19, 28, 29, 38, 37, 36, 35]])
-    on_row(1, w, np.array([5000, 4000]))
-    assert list(fig.data[0].x) == [5000, 4000] and list(fig.data[0].y) == [10, 9]
-    assert list(fig.data[7].y) == [40, 35]
+def test_explorer_switches_the_budget_to_macs(fit):
+    box = explorer.explorer_widget({fit.name: fit}, fit=fit.name)
+    box.children[2].value = "macs"
+    slider, shown = box.children[3].children
+    lo, default, hi = explorer.budget_range("vgg11", "cifar10", "macs")
+    assert slider.value == pytest.approx(default) and shown.value.endswith("MACs, 1.00x default</b>")
+    slider.value = macs("vgg11", uniform_widths("vgg11", 0.25))
+    configs = explorer.configurations(fit, "cifar10", slider.value, metric="macs")
+    assert all(abs(s.rel_error) < 1e-3 and s.metric == "macs" for s in configs.values())
+    assert configs["neuralscale"].params < configs["uniform"].params  # equal compute, fewer parameters
+    assert list(box.children[5].data[2].y) == configs["neuralscale"].widths
+
+
+def test_human_units():
+    assert [explorer.human(n) for n in (912, 579_786, 9_231_114, 2.5e9)] == ["912", "580k", "9.23M", "2.50G"]
+
+
+def test_long_titles_wrap_and_get_room():
+    fig = plots.convergence_figure({"r = 1": [1.0, 0.5]}, title="word " * 40)
+    lines = fig.layout.title.text.split("<br>")
+    assert len(lines) == 3 and all(len(line) <= plots.TITLE_CHARS for line in lines)
+    assert fig.layout.margin.t >= 50 + 22 * 2
+

@@ -402,3 +402,60 @@ def test_pretrain_accuracy_is_recorded_and_a_floor_stops_before_pruning(data, tm
     assert rows == []  # no step was pruned, no row recorded
     ok = dataclasses.replace(s, min_pretrain_accuracy=res.pretrain_accuracy)
     assert prune("vgg11", data, ok, widths=w, progress=False).pretrain_accuracy == res.pretrain_accuracy
+
+
+def test_taylor_reads_relu6_gates_as_the_release_before_the_activation():
+    # the release gates MobileNetV2's stem right after its BatchNorm: its Taylor gradient sum(u * dL/du) on
+    # the BN output u, which TaylorFO(relu6_gates="before") must give from the gate after the ReLU6
+    from nslab.criteria import TaylorFO
+
+    torch.manual_seed(0)
+    m = create_model("mobilenetv2", uniform_widths("mobilenetv2", 0.25), "cifar10").eval()
+    with torch.no_grad():
+        m.stem[1].weight.mul_(8.0)  # push part of the stem's BN output past 6: where the readings differ
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    seen = {}
+
+    def grab(_m, _a, out):
+        out.register_hook(lambda g: seen.update(g=g))  # dL/du at the BN output
+
+    m.stem[1].register_forward_hook(grab)
+    got = {}
+    for where in ("before", "after"):
+        crit = TaylorFO(where).attach(m)
+        m.zero_grad()
+        F.cross_entropy(m(x), y).backward()
+        got[where] = crit.last[0]
+        crit.detach()
+    u = m.stem[1](m.stem[0](x)).detach()  # the BN output (the ReLU6 after it works in place)
+    assert (u >= 6).any() and ((u > 0) & (u < 6)).any()
+    ref = (u * seen["g"] * ((u > 0) & (u < 6))).sum(dim=(0, 2, 3)).double()
+    torch.testing.assert_close(got["before"], ref, rtol=1e-5, atol=1e-9)
+    assert not torch.allclose(got["after"], got["before"])
+    with pytest.raises(ValueError, match="relu6_gates"):
+        TaylorFO("inside")
+
+
+@pytest.mark.parametrize("drop_last", [True, False])
+def test_the_last_incomplete_minibatch_counts_towards_a_prune_step_as_in_the_release(data, monkeypatch, drop_last):
+    # 160 images in minibatches of 48: three full ones and one of 16. The release's DataLoader keeps the
+    # small one and it counts like any other minibatch (drop_last=False).
+    import sys
+
+    mod = sys.modules["nslab.prune"]  # (``nslab.prune`` the attribute is the function)
+    passes: list[list[int]] = []
+    real = mod.train_one_epoch
+
+    def recording(model, batches, *a, **kw):
+        sizes: list[int] = []
+        passes.append(sizes)
+        return real(model, (b for b in batches if not sizes.append(b[1].shape[0])), *a, **kw)
+
+    monkeypatch.setattr(mod, "train_one_epoch", recording)
+    s = PruneSettings(channels_per_step=16, batches_per_step=3, batch_size=48, pretrain_epochs=1, drop_last=drop_last)
+    res = mod.prune("vgg11", data, s, widths=uniform_widths("vgg11", 0.125), seed=0, progress=False)
+    assert passes[0] == ([48, 48, 48] if drop_last else [48, 48, 48, 16])  # the pre-training epoch
+    pruning = [n for p in passes[1:] for n in p]
+    assert (16 in pruning) is (not drop_last)
+    # every minibatch trained on while pruning counts: one prune step per 3 of them, the last ends the run
+    assert res.stop_reason == "fraction" and len(pruning) == 3 * res.steps

@@ -20,8 +20,8 @@ def write_nb(path, *sources):
 
 
 def test_presets():
-    assert set(config.PRESETS) == {"smoke", "cpu", "paper"}
-    with pytest.raises(ValueError, match="accepted: smoke, cpu, paper"):
+    assert {"smoke", "cpu", "paper"} <= set(config.PRESETS)
+    with pytest.raises(ValueError, match="accepted: smoke, cpu, .*paper"):
         config.preset("fast")
     cpu = config.preset("cpu")
     assert cpu.benchmark[0].arch == "vgg11" and cpu.benchmark[0].dataset == "cifar10"

@@ -1,7 +1,7 @@
 """The one configuration: frozen settings of every stage (:mod:`.parts`), composed into named presets
 (:mod:`.presets`).
 
-A :class:`Preset` (``smoke``, ``cpu``, ``paper``) is everything a reproduction needs to know: how to
+A :class:`Preset` (``smoke``, ``cpu``, ``gpu``, ``paper``) is everything a reproduction needs to know: how to
 search (:class:`SearchSettings` around a :class:`PruneSettings`), how to train (:class:`Recipe` per
 dataset variant), how to run the baselines (:class:`BaselineSettings`), how to time networks
 (:class:`LatencySettings`), and the grid of network-dataset :class:`Setting` s of each figure and table.
@@ -15,15 +15,16 @@ from .parts import (
     Preset,
     PruneSettings,
     Recipe,
+    Resources,
     SearchSettings,
     Setting,
     digest,
     resolve,
     scale_epochs,
 )
-from .presets import CPU, PAPER, PRESETS, SMOKE, preset, recipe
+from .presets import CPU, GPU, PAPER, PRESETS, SMOKE, preset, recipe
 
 __all__ = [  # the parts, then the presets
-    "BaselineSettings", "LatencySettings", "Preset", "PruneSettings", "Recipe", "SearchSettings", "Setting",
-    "digest", "resolve", "scale_epochs", "CPU", "PAPER", "PRESETS", "SMOKE", "preset", "recipe",
+    "BaselineSettings", "LatencySettings", "Preset", "PruneSettings", "Recipe", "Resources", "SearchSettings",
+    "Setting", "digest", "resolve", "scale_epochs", "CPU", "GPU", "PAPER", "PRESETS", "SMOKE", "preset", "recipe",
 ]

@@ -21,6 +21,7 @@ __all__ = [
     "Preset",
     "PruneSettings",
     "Recipe",
+    "Resources",
     "SearchSettings",
     "Setting",
     "digest",
@@ -32,7 +33,10 @@ __all__ = [
 def resolve(obj: Any) -> Any:
     """``obj`` as plain JSON values: dataclasses become dicts, tuples lists, floats stay floats."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: resolve(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        # a field marked ``omit_default`` (added after results were cached) resolves only when set away from
+        # its default, so the keys of settings that leave it alone stay what they were
+        return {f.name: resolve(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not (f.metadata.get("omit_default") and getattr(obj, f.name) == f.default)}
     if isinstance(obj, dict):
         return {str(k): resolve(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
@@ -80,6 +84,15 @@ class PruneSettings:
         channels_last: run convolutions in channels-last memory format (faster on CPU).
         min_pretrain_accuracy: test accuracy (%) the pre-trained network must reach before pruning
             starts (``None``: no floor, e.g. on synthetic data or when studying pre-training itself).
+        relu6_gates: where Taylor-FO reads MobileNetV2's stem and head gates: ``"before"`` ReLU6 (the
+            release: right after the BatchNorm, like every other gate) or ``"after"`` it (nslab's earlier
+            reading; the default only so that cached searches keep their keys). They differ only where
+            the BatchNorm output is >= 6 (see :class:`nslab.criteria.TaylorFO`).
+        drop_last: drop the last incomplete minibatch of every pass (the release's DataLoader keeps it:
+            it counts towards ``batches_per_step`` like any other).
+
+    ``relu6_gates`` and ``drop_last`` came after results were cached: at their defaults they are left out
+    of the resolved settings (:func:`resolve`), so those results keep their keys.
     """
 
     channels_per_step: int = 10
@@ -100,8 +113,12 @@ class PruneSettings:
     augment: bool = True
     channels_last: bool = False
     min_pretrain_accuracy: float | None = None
+    relu6_gates: str = dataclasses.field(default="after", metadata={"omit_default": True})
+    drop_last: bool = dataclasses.field(default=True, metadata={"omit_default": True})
 
     def __post_init__(self) -> None:
+        if self.relu6_gates not in ("after", "before"):
+            raise ValueError(f"unknown relu6_gates {self.relu6_gates!r}; accepted: before, after")
         for name in ("channels_per_step", "batches_per_step", "batch_size", "lr_decay_every"):
             v = getattr(self, name)
             if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
@@ -288,6 +305,31 @@ class LatencySettings:
     repeat: int = 80
 
 
+@dataclass(frozen=True)
+class Resources:
+    """What one task of the reproduction grid (a search, a training run) asks an executor for.
+
+    Scheduling only: no result depends on it, so it keys no artifact.
+
+    Attributes:
+        cpus: CPU cores per task (fractions allowed).
+        gpus: GPUs per task; a fraction (e.g. 0.25) so several small runs share one GPU.
+        retries: how many times a failed task is run again before it is reported as failed.
+    """
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    retries: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("cpus", "gpus"):
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Real) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"Resources.{name} must be a finite number >= 0, got {v!r}")
+        if not isinstance(self.retries, numbers.Integral) or isinstance(self.retries, bool) or self.retries < 0:
+            raise ValueError(f"Resources.retries must be an integer >= 0, got {self.retries!r}")
+
+
 # --------------------------------------------------------------------------------------------------------
 # the grid: settings and presets
 
@@ -373,6 +415,13 @@ class Preset:
             by design such as synthetic smoke runs).
         excluded: ``(method, reason)`` pairs this preset's tables leave out; the reason goes into the
             tables' captions (:func:`nslab.tables.caption`).
+        macs_study: notebook 08 (beyond the paper): the setting trained at equal MACs per image
+            (:func:`nslab.benchmark.macs_study`); ``None``: none.
+        resources: what each task of the grid asks an executor for (:mod:`nslab.executors`); scheduling
+            only, part of no cache key.
+        prune_by_variant: :class:`PruneSettings` overrides by dataset variant, as ``(variant, ((field,
+            value), ...))`` pairs, applied by :meth:`search_for` before a setting's own ``prune`` (the
+            release prunes TinyImageNet with 100 minibatches of 100 between steps, CIFAR with 50 of 256).
     """
 
     name: str
@@ -391,12 +440,25 @@ class Preset:
     convcut: tuple[Setting, ...] = ()
     chance_margin: float | None = 3.0
     excluded: tuple[tuple[str, str], ...] = ()
+    macs_study: Setting | None = None
+    resources: Resources = Resources()
+    prune_by_variant: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
 
     def search_for(self, setting: Setting | None = None, pretrain_epochs: int | None = None,
-                   iterations: int | None = None) -> SearchSettings:
-        """The search of ``setting`` (its start ratio and prune overrides applied), P_e and iterations."""
+                   iterations: int | None = None, dataset: str | None = None) -> SearchSettings:
+        """The search of ``setting`` (its start ratio and prune overrides applied), P_e and iterations.
+
+        ``dataset`` (default: the setting's) picks the :attr:`prune_by_variant` overrides; without a setting
+        or a dataset none apply.
+        """
         s = self.search
-        changes: dict[str, Any] = dict(setting.prune) if setting is not None else {}
+        changes: dict[str, Any] = {}
+        name = dataset if dataset is not None else setting.dataset if setting is not None else None
+        if self.prune_by_variant and name is not None:
+            from ..data import dataset_spec  # a table of facts, not a stage (as in presets.recipe)
+
+            changes.update(dict(self.prune_by_variant).get(dataset_spec(name).variant, ()))
+        changes.update(dict(setting.prune) if setting is not None else {})
         if pretrain_epochs is not None:
             changes["pretrain_epochs"] = pretrain_epochs
         if changes:

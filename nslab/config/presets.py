@@ -1,4 +1,4 @@
-"""The named presets: ``smoke``, ``cpu`` and ``paper``, each one fully resolved :class:`Preset`.
+"""The named presets: ``smoke``, ``cpu``, ``gpu`` and ``paper``, each one fully resolved :class:`Preset`.
 
 The one place that says how each profile searches, trains, runs its baselines and which grid it runs.
 """
@@ -8,9 +8,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .parts import BaselineSettings, LatencySettings, Preset, PruneSettings, Recipe, SearchSettings, Setting
+from .parts import BaselineSettings, LatencySettings, Preset, PruneSettings, Recipe, Resources, SearchSettings, Setting
 
-__all__ = ["CPU", "PAPER", "PRESETS", "SMOKE", "preset", "recipe"]
+__all__ = ["CPU", "GPU", "PAPER", "PRESETS", "SMOKE", "preset", "recipe"]
 
 # The released code's protocol (ratio_swipe.py / imagenet_ratio_swipe.py). TinyImageNet: the release sets
 # lr = 0.1 * 0.1**(epoch // 50) at epochs 50, 100 and 150, so the 150th (last) epoch runs at 1e-4 too.
@@ -59,11 +59,23 @@ _T = (0.25, 0.75)  # TinyImageNet in Tables 1-2
 _T3 = (0.25, 0.75, 1.0)  # TinyImageNet in Tables 5-6
 _SEEDS = (0, 1, 2, 3, 4)
 
+# The released search (ratio_swipe.py / prune.py of the release, per ALGORITHMS.md): 10 pre-training epochs
+# at lr 0.1, then lr 0.01 / 1.5 every 10 epochs while removing the 10 lowest-ranked channels every 50
+# minibatches of 256 on CIFAR (100 of 100 on TinyImageNet: ``prune_by_variant``), SGD momentum 0.5, wd 5e-4,
+# until 5% of the channels remain or a step would empty a layer; every minibatch of the DataLoader counts,
+# the last incomplete one of each epoch included; MobileNetV2's stem and head gates read before their ReLU6.
+# The deviations that remain are listed in the README ("The paper profile and the release").
+# (Channels-last only changes the memory layout: on CUDA it feeds the tensor cores without transposes.)
+_PAPER_SEARCH = PruneSettings(stop_when_layer_empties=True, relu6_gates="before", drop_last=False, channels_last=True)
+_PAPER_TINY_SEARCH = (("tiny", (("batches_per_step", 100), ("batch_size", 100))),)
+
+# Notebook 08 (beyond the paper): the methods trained at uniform's MACs per image instead of its parameters
+_MACS_METHODS = ("uniform", "morphnet", "neuralscale_last")
+
 PAPER = Preset(
     name="paper",
-    # The released protocol: 10 pre-training epochs at lr 0.1, then lr 0.01 / 1.5 every 10 epochs while
-    # removing 10 channels every 50 minibatches of 256 (SGD momentum 0.5, wd 5e-4), to 5% of the channels.
-    search=SearchSettings(PruneSettings(), iterations=15),
+    search=SearchSettings(_PAPER_SEARCH, iterations=15),
+    prune_by_variant=_PAPER_TINY_SEARCH,
     train=(("cifar", _PAPER_CIFAR), ("tiny", _PAPER_TINY)),
     benchmark=(
         Setting("vgg11", "cifar10", "cifar10", _C, _SEEDS),
@@ -77,6 +89,7 @@ PAPER = Preset(
               Setting("mobilenetv2", "cifar100", "cifar100", _C, _SEEDS)),
     convcut=(Setting("mobilenetv2", "tinyimagenet", "tinyimagenet", _T3, _SEEDS),
              Setting("resnet18", "tinyimagenet", "tinyimagenet", _T3, _SEEDS)),
+    macs_study=Setting("vgg11", "cifar10", "cifar10", _C, _SEEDS, methods=_MACS_METHODS),
 )
 
 # CPU (2 cores, about 2 hours for the whole reproduction): VGG11 on CIFAR-10 throughout, where the paper's
@@ -134,6 +147,9 @@ CPU = Preset(
               Setting("mobilenetv2", "cifar10", "cifar100", (0.25,), pretrain_epochs=(1, 3), **_CPU_MBV2)),
     convcut=(Setting("mobilenetv2", "cifar10", "tinyimagenet", (0.25,), **_CPU_MBV2),
              Setting("resnet18", "cifar10", "tinyimagenet", (0.25,), **_CPU_R18)),
+    # Table 1's setting and seeds: its uniform runs (and NeuralScale's at equal parameters) are reused
+    macs_study=dataclasses.replace(_VGG, ratios=(0.25,), seeds=(0, 1), methods=_MACS_METHODS),
+    resources=Resources(cpus=2),  # one task at a time on both cores (the torch threads every run was timed with)
 )
 
 # Smoke: synthetic data shaped like the dataset, networks at 1/8 width (MobileNetV2 at 1/2 with coarse steps:
@@ -166,9 +182,61 @@ SMOKE = Preset(
               Setting("mobilenetv2", "cifar10", "cifar100", (0.25,), pretrain_epochs=(1,), **_SMOKE_MBV2)),
     convcut=(Setting("mobilenetv2", "cifar10", "tinyimagenet", (0.25,), **_SMOKE_MBV2),
              Setting("resnet18", "cifar10", "tinyimagenet", (0.5,), **_SMOKE_R18)),
+    macs_study=Setting("vgg11", "cifar10", "cifar10", (0.25,), (0,), methods=_MACS_METHODS),
 )
 
-PRESETS: dict[str, Preset] = {p.name: p for p in (SMOKE, CPU, PAPER)}
+# GPU (one H100/H200-class GPU, about one GPU-hour): the paper's findings on all three networks on CIFAR-10
+# and CIFAR-100. The search is the release's from the full-width network with the paper's pre-training (10
+# epochs at lr 0.1), pruned 40 channels every 20 minibatches of 256 (the release: 10 every 50; ~66 steps on
+# VGG11 instead of ~261) for 2 descent iterations; training: the cpu recipe's short-run schedule with the
+# paper's 4 px crop padding, 20 epochs, at r = 0.25 (two seeds for uniform and NeuralScale (last), one for the
+# others; Li et al. left out: it trains every full-width network first).
+# Cost, an ESTIMATE from closed-form MACs (nslab.macs) and the throughput goal of bench/gpu_throughput.py
+# (100k images/s aggregate through VGG11 r=0.25, 9.9M MACs per image, i.e. ~1e12 forward MACs/s, taken as
+# the rate of every network; bigger networks use a GPU better, MobileNetV2's depthwise convolutions worse):
+#   search iteration = 10 epochs x 50k images at full width + ceil(0.95 N / 40) steps x 20 x 256 images
+#       at a third of full width on average (MACs fall about quadratically while channels go linearly):
+#       VGG11 9.4e13 MACs (1.6 min), ResNet18 3.7e14 (6.1 min), MobileNetV2 1.6e13 (0.3 min); x 2 iterations
+#   training at r = 0.25 = 20 epochs x 50k images x MACs(uniform 0.25) x (2 + 2 x 3 + 1.5 + 3) (a NeuralScale
+#       configuration costs ~3x uniform's MACs at equal parameters, MorphNet ~1.5x): VGG11 1.2e14 (2.1 min),
+#       ResNet18 4.4e14 (7.3 min), MobileNetV2 2.7e13 (0.4 min)
+#   both datasets: 2 x (2 x (1.6 + 6.1 + 0.3) + 2.1 + 7.3 + 0.4) = 51 min, plus the pre-training study
+#   (VGG11 and MobileNetV2, P_e 0 / 2 / 10, one iteration each) and the ConvCut study (MobileNetV2 and
+#   ResNet18 on CIFAR-100), ~15 min (notebooks 06-07 show two networks each), and the MACs study (VGG11,
+#   notebook 08: MorphNet and NeuralScale at uniform's MACs, ~1 min).
+# Four runs share the GPU (gpus=0.25): one small run alone leaves most of an H200 idle.
+_GPU_CIFAR = dataclasses.replace(_CPU_CIFAR, name="gpu", epochs=20, crop_padding=4, eval_batch_size=1000)
+_GPU_TINY = dataclasses.replace(_GPU_CIFAR, epochs=15, subset=None)
+_GPU_SEARCH = PruneSettings(channels_per_step=40, batches_per_step=20, relu6_gates="before", drop_last=False,
+                            channels_last=True)
+_GPU_R = dict(ratios=(0.25,), seeds=(0,), extra_seeds=(1,), extra_seed_methods=("uniform", "neuralscale_last"))
+GPU = Preset(
+    name="gpu",
+    search=SearchSettings(_GPU_SEARCH, iterations=2, start_ratio=1.0),
+    train=(("cifar", _GPU_CIFAR), ("tiny", _GPU_TINY)),
+    methods=("uniform", "morphnet", "neuralscale_it1", "neuralscale_last"),
+    excluded=(("li", "Li et al. train the full-width network before pruning it: more than the whole rest of "
+                     "this profile's GPU hour"),),
+    study_iterations=1,
+    descent=Setting("vgg11", "cifar10", "cifar10", (0.25, 0.75, 1.25, 2.0)),
+    benchmark=(
+        Setting("vgg11", "cifar10", "cifar10", **_GPU_R),
+        Setting("mobilenetv2", "cifar100", "cifar100", **_GPU_R),
+        Setting("resnet18", "cifar100", "cifar100", **_GPU_R),
+        Setting("vgg11", "cifar100", "cifar100", table=2, **_GPU_R),
+        Setting("mobilenetv2", "cifar10", "cifar10", table=2, **_GPU_R),
+        Setting("resnet18", "cifar10", "cifar10", table=2, **_GPU_R),
+    ),
+    pretrain_epochs=(0, 2, 10),
+    pretrain=(Setting("vgg11", "cifar10", "cifar10", (0.25,)),
+              Setting("mobilenetv2", "cifar100", "cifar100", (0.25,))),
+    convcut=(Setting("mobilenetv2", "cifar100", "tinyimagenet", (0.25,)),
+             Setting("resnet18", "cifar100", "tinyimagenet", (0.25,))),
+    macs_study=Setting("vgg11", "cifar10", "cifar10", **_GPU_R, methods=_MACS_METHODS),
+    resources=Resources(cpus=2, gpus=0.25),
+)
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (SMOKE, CPU, GPU, PAPER)}
 
 
 def preset(name: str | Preset) -> Preset:

@@ -15,23 +15,33 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AugmentParams", "augment", "crop_flip", "crop_rotate_flip", "draw_params", "normalize"]
+__all__ = ["AugmentParams", "augment", "cat_params", "crop_flip", "crop_rotate_flip", "draw_params", "normalize",
+           "normalizer"]
 
 
-def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def normalizer(mean: Sequence[float], std: Sequence[float], device: torch.device | str) -> tuple[torch.Tensor, ...]:
+    """The ``(shift, scale)`` of :func:`normalize`, (1, C, 1, 1) float32 on ``device``: build them once per
+    pipeline (a ``torch.tensor`` from Python lists is a host-to-device copy, which stalls a CUDA stream)."""
+    m = torch.tensor(mean, device=device, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=device, dtype=torch.float32).view(1, -1, 1, 1)
+    return -m / s, 1.0 / (255.0 * s)
+
+
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+              prepared: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """uint8 (B, 3, H, W) images -> float32 ``(x / 255 - mean) / std`` per channel (ToTensor + Normalize).
 
     Args:
         x: (B, 3, H, W) uint8 images, values 0..255.
         mean, std: per-channel statistics in [0, 1] units.
+        prepared: ``normalizer(mean, std, x.device)``, to skip building it (same result, bit for bit).
 
     Returns:
         (B, 3, H, W) float32 tensor on ``x``'s device.
     """
-    m = torch.tensor(mean, device=x.device, dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device, dtype=torch.float32).view(1, -1, 1, 1)
+    shift, scale = prepared if prepared is not None else normalizer(mean, std, x.device)
     # one fused multiply-add: x * (1 / (255 s)) + (-m / s)
-    return torch.addcmul(-m / s, x.float(), 1.0 / (255.0 * s))
+    return torch.addcmul(shift, x.float(), scale)
 
 
 def crop_flip(
@@ -135,6 +145,14 @@ def draw_params(
     flip = torch.rand(b, generator=gen, device=device) < 0.5
     angle = (torch.rand(b, generator=gen, device=device) * 2 - 1) * degrees if degrees else None
     return AugmentParams(dy, dx, flip, angle)
+
+
+def cat_params(params: Sequence[AugmentParams]) -> AugmentParams:
+    """The parameters of several batches as those of one batch of them all, in order (for :func:`augment`
+    over a chunk of batches at once: every image is transformed on its own, so the result is the same)."""
+    angle = None if params[0].angle is None else torch.cat([p.angle for p in params])
+    return AugmentParams(torch.cat([p.dy for p in params]), torch.cat([p.dx for p in params]),
+                         torch.cat([p.flip for p in params]), angle)
 
 
 def augment(x: torch.Tensor, params: AugmentParams, padding: int) -> torch.Tensor:

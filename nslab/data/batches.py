@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import torch
 
-from .augment import augment, draw_params, normalize
+from .augment import augment, cat_params, draw_params, normalize, normalizer
 from .specs import DatasetSpec
 
 __all__ = ["DeviceBatches"]
@@ -32,6 +32,10 @@ class DeviceBatches:
         drop_last: drop the last incomplete batch.
         channels_last: return batches in channels-last memory format.
         padding: zero padding of the random crop, pixels (4 in the paper).
+        chunk: batches gathered and augmented by one set of tensor ops (``None``: 16 on CUDA, where each
+            op costs a kernel launch whatever its size, 1 on the CPU, where small batches stay in cache).
+            The batches are the same bit for bit whatever the chunk: the draws stay per batch, in order,
+            and every image is transformed on its own.
     """
 
     def __init__(
@@ -46,9 +50,12 @@ class DeviceBatches:
         drop_last: bool = False,
         channels_last: bool = False,
         padding: int = 4,
+        chunk: int | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
+            raise ValueError(f"chunk must be an integer >= 1 or None, got {chunk!r}")
         self.device = torch.device(device)
         self.x = x.to(self.device)
         self.y = y.to(self.device)
@@ -60,6 +67,8 @@ class DeviceBatches:
         self.channels_last = channels_last
         self.padding = padding
         self.degrees = 20.0 if spec.variant == "tiny" else 0.0
+        self.chunk = chunk if chunk is not None else 16 if self.device.type == "cuda" else 1
+        self._norm = normalizer(spec.mean, spec.std, self.device)
 
     def __len__(self) -> int:
         n = self.x.shape[0]
@@ -108,16 +117,21 @@ class DeviceBatches:
             for i in range(min(start, len(self))):
                 sl = self._batch_slice(i)
                 draw_params(sl.stop - sl.start, self.padding, self.degrees, gen, self.device)
-        for i in range(start, len(self)):
-            sl = self._batch_slice(i)
+        for c in range(start, len(self), self.chunk):
+            batches = range(c, min(c + self.chunk, len(self)))
+            sl = slice(self._batch_slice(batches[0]).start, self._batch_slice(batches[-1]).stop)
             if order is None:
-                xb, yb = self.x[sl], self.y[sl]
+                xc, yc = self.x[sl], self.y[sl]
             else:
                 idx = order[sl]
-                xb, yb = self.x[idx], self.y[idx]
+                xc, yc = self.x[idx], self.y[idx]
             if self.augment:
-                xb = augment(xb, draw_params(xb.shape[0], self.padding, self.degrees, gen, self.device), self.padding)
-            out = normalize(xb, self.spec.mean, self.spec.std)
-            if self.channels_last:
-                out = out.contiguous(memory_format=torch.channels_last)
-            yield out, yb
+                params = [draw_params(self._batch_slice(i).stop - self._batch_slice(i).start, self.padding,
+                                      self.degrees, gen, self.device) for i in batches]
+                xc = augment(xc, params[0] if len(params) == 1 else cat_params(params), self.padding)
+            for i in batches:
+                a, b = self._batch_slice(i).start - sl.start, self._batch_slice(i).stop - sl.start
+                out = normalize(xc[a:b], self.spec.mean, self.spec.std, self._norm)
+                if self.channels_last:
+                    out = out.contiguous(memory_format=torch.channels_last)
+                yield out, yc[a:b]

@@ -26,6 +26,19 @@ def _block_plan(widths: Sequence[int], variant: str, convcut: bool):
             cin, b = cout, b + 1
 
 
+class ReLU6Gate(Gate):
+    """The gate of the stem or the head, placed after their ReLU6.
+
+    The release gates these two right after the BatchNorm, before the ReLU6. Masking is the same at either
+    place (ReLU6(0) = 0), and so is the Taylor-FO gradient except where the BatchNorm output is >= 6 (ReLU6
+    passes no gradient there): :class:`nslab.criteria.TaylorFO` with ``relu6_gates="before"`` leaves those
+    positions out and so reads this gate exactly as the release reads its own. (It stays after the ReLU6
+    so that searches cached with the earlier reading keep meaning what they meant.)
+    """
+
+    clamp_max = 6.0  # the activation's upper bound: where z == 6 the pre-activation gradient is zero
+
+
 def _conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups), nn.BatchNorm2d(cout)]
 
@@ -58,7 +71,7 @@ class MobileNetV2(nn.Module):
 
     def __init__(self, widths: Sequence[int], num_classes: int, variant: str, convcut: bool):
         super().__init__()
-        self.stem = nn.Sequential(*_conv_bn(3, widths[0], 3), nn.ReLU6(inplace=True), Gate(0))
+        self.stem = nn.Sequential(*_conv_bn(3, widths[0], 3), nn.ReLU6(inplace=True), ReLU6Gate(0))
         self.blocks = nn.Sequential(
             *[
                 Bottleneck(cin, hid, cout, s, conv, 1 + b)
@@ -66,7 +79,7 @@ class MobileNetV2(nn.Module):
             ]
         )
         self.head = nn.Sequential(
-            *_conv_bn(widths[-2], widths[-1], 1), nn.ReLU6(inplace=True), Gate(len(widths) - 1)
+            *_conv_bn(widths[-2], widths[-1], 1), nn.ReLU6(inplace=True), ReLU6Gate(len(widths) - 1)
         )
         self.classifier = nn.Conv2d(widths[-1], num_classes, 1)
 
