@@ -222,8 +222,16 @@ def measure(moves: int = 20, profile: str = "cpu", screenshot: str | None = None
     return {"moves": len(ms), "median_ms": round(float(np.median(ms)), 1), "worst_ms": round(max(ms), 1),
             "goal": "median < 100 ms, worst < 150 ms", "met": bool(np.median(ms) < 100 and max(ms) < 150),
             "distinct_titles": len({r["title"] for r in res}), "jupyterlab": jl.__version__,
-            "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.processor() or platform.platform()}",
+            "machine": f"{_cpu_model()}, {os.cpu_count()} cpus ({platform.machine()})",
             "ms": ms}
+
+
+def _cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(x.split(":", 1)[1].strip() for x in lines if x.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.platform()
 
 
 def main() -> None:

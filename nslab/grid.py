@@ -1,6 +1,6 @@
 """The reproduction grid of a preset as tasks: every search iteration and training run the notebooks ask for.
 
-Notebooks 01-07 call :mod:`nslab.benchmark`, which computes what is missing on demand. :func:`tasks` lists
+Notebooks 01-08 call :mod:`nslab.benchmark`, which computes what is missing on demand. :func:`tasks` lists
 the same work up front, as small picklable :class:`Task` s that an executor (:mod:`nslab.executors`) can
 run in any order their dependencies allow, on one machine or many. Each task's only output is its result,
 written atomically where the notebooks look for it, under the same key:
@@ -255,7 +255,7 @@ _CONVCUT_METHODS = ("uniform", "morphnet", "uniform_convcut", "neuralscale_it1",
 
 
 def notebook_requests(p: Preset) -> dict[str, list[SearchRequest | BenchRequest]]:
-    """The searches and benchmark calls each notebook makes under ``p`` (mirrors notebooks 01-07).
+    """The searches and benchmark calls each notebook makes under ``p`` (mirrors notebooks 01-08).
 
     01/02: iteration 1 of the descent setting; 04: its full search; 05: :func:`nslab.benchmark.benchmark_all`;
     06: :func:`nslab.benchmark.pretraining_study` of each pre-training setting; 07:
@@ -276,7 +276,7 @@ def notebook_requests(p: Preset) -> dict[str, list[SearchRequest | BenchRequest]
         "06": pre,
         "07": [BenchRequest(s, _CONVCUT_METHODS, its) for s in p.convcut],
     }
-    macs = getattr(p, "macs_study", None)
+    macs = p.macs_study
     if macs is not None:  # notebook 08: the methods at equal MACs, NeuralScale (last) at equal parameters too
         methods = tuple(macs.methods or ("uniform", "morphnet", "neuralscale_last"))
         out["08"] = [BenchRequest(macs, methods, metric="macs", merge_last=False),

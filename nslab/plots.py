@@ -49,11 +49,12 @@ def wrap_title(text: str, chars: int = TITLE_CHARS) -> str:
     return "<br>".join(line for part in text.split("<br>") for line in (textwrap.wrap(part, chars) or [""]))
 
 
-def _head(title: str, **margin) -> dict:
-    """The shared layout with ``title`` wrapped and the top margin grown to hold its lines."""
+def _head(title: str, extra_lines: int = 0, **margin) -> dict:
+    """The shared layout with ``title`` wrapped and the top margin grown to hold its lines (and
+    ``extra_lines`` more, e.g. subplot titles)."""
     text = wrap_title(title)
     m = {**_LAYOUT["margin"], **margin}
-    m["t"] = max(m["t"], 50 + 22 * text.count("<br>"))
+    m["t"] = max(m["t"], 56 + 28 * (text.count("<br>") + 1 + extra_lines))
     return {**_LAYOUT, "title": dict(text=text, x=0.01, xanchor="left"), "margin": m}
 
 
@@ -429,7 +430,7 @@ def equal_budget_figure(rows: Sequence[Mapping], title: str) -> go.Figure:
                 marker=dict(color=color, symbol=symbol, size=12, line=dict(width=2, color=color)),
                 hovertemplate=f"{r['label']}<br>%{{x:.3s}}<br>%{{y:.2f}} % (n={r['n_seeds']})<extra></extra>"),
                 row=1, col=col)
-    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.2), **_head(title, b=140))
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.2), **_head(title, extra_lines=1, b=140))
     fig.update_xaxes(type="log", title_text="parameters (count, log scale)", row=1, col=1)
     fig.update_xaxes(type="log", title_text="multiply-accumulates per image (log scale)", row=1, col=2)
     fig.update_yaxes(title_text="top-1 test accuracy (%, mean ± std over seeds)", row=1, col=1)

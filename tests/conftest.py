@@ -16,6 +16,19 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session")
+def smoke_reproduction(tmp_path_factory) -> tuple[Path, dict]:
+    """One ``nslab reproduce --profile smoke`` (the grid in process, then every notebook) into a temporary
+    folder, shared by the notebook tests and the Ray executor's (its in-process reference): the slowest
+    part of the suite, run once. Returns ``(folder, report)`` with ``build/``, ``figures/``, ``results/``."""
+    from nslab import reproduce
+
+    out = tmp_path_factory.mktemp("smoke")
+    report = reproduce.reproduce("smoke", build_dir=out / "build", figures_dir=out / "figures",
+                                 results_dir=out / "results", parameters={"AUTHORS_DIR": str(DATA)}, progress=False)
+    return out, report
+
+
 @pytest.fixture
 def ref_dir() -> Path:
     """The authors' reference trajectories and fits copied into tests/data (MIT, see LICENSE there)."""

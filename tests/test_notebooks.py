@@ -87,12 +87,10 @@ def test_committed_notebook_follows_the_contract(path):
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("smoke")
-    done = reproduce.run_notebooks("smoke", build_dir=out / "build", figures_dir=out / "figures",
-                                   results_dir=out / "results", parameters={"AUTHORS_DIR": str(DATA)},
-                                   progress=False)
-    return out, done
+def smoke(smoke_reproduction):
+    out, report = smoke_reproduction  # nslab reproduce --profile smoke: the grid, then every notebook
+    assert report["grid"]["failed"] == {} and report["grid"]["tasks"] > 0
+    return out, report["notebooks"]
 
 
 def test_every_notebook_runs_under_smoke(smoke):
