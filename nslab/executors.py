@@ -77,6 +77,12 @@ class _Progress:
                                  f"skipped {len(sched.report.skipped)}", refresh=False)
         self.bar.update(self.bar.total - len(sched.waiting) - len(sched.running) - self.bar.n)
 
+    def failed(self, sched: _Schedule, t: Task, error: str) -> None:
+        """Record a failed attempt of ``t`` in ``sched`` and say so (and whether it runs again)."""
+        again = sched.failed(t, error)
+        self.write(f"task failed ({sched.report.attempts[t.name]}/{sched.max_attempts(t)}): {t.name}: {error}"
+                   + ("; retrying" if again else ""))
+
     def write(self, msg: str) -> None:
         if self.enabled:
             self.bar.write(msg, file=sys.stderr)
@@ -245,14 +251,11 @@ class InProcessExecutor:
                 if not ready:  # every waiting task is blocked (nothing runs in between): nothing left to do
                     break
                 t = ready[0]
-                n = s.attempt(t)
+                s.attempt(t)
                 try:
                     _with_threads(self.threads or _threads(t), t.run)
                 except Exception as e:  # noqa: BLE001 - any failure of a task is reported, the grid goes on
-                    err = _error(e)
-                    again = s.failed(t, err)
-                    bar.write(f"task failed ({n}/{s.max_attempts(t)}): {t.name}: {err}"
-                              + ("; retrying" if again else ""))
+                    bar.failed(s, t, _error(e))
                     continue
                 s.finished(t)
             bar.update(s)
@@ -351,10 +354,7 @@ class RayExecutor:
                     try:
                         ray.get(ref)
                     except Exception as e:  # noqa: BLE001 - a task error or a dead worker/node: same handling
-                        err = _ray_error(e)
-                        again = s.failed(t, err)
-                        bar.write(f"task failed ({s.report.attempts[t.name]}/{s.max_attempts(t)}): {t.name}: {err}"
-                                  + ("; retrying" if again else ""))
+                        bar.failed(s, t, _ray_error(e))
                         continue
                     s.finished(t)
         finally:
