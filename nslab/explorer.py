@@ -254,8 +254,11 @@ def explorer_widget(fits: Mapping[str, Fit] | None = None, dataset: str = "cifar
     arch_dd = w.Dropdown(options=archs, value=first, description="arch")
     ds_dd = w.Dropdown(description="dataset")
     fit_dd = w.Dropdown(description="fit", layout=w.Layout(width="480px"))
-    metric_dd = w.ToggleButtons(options=[("parameters", "params"), ("MACs", "macs"), ("latency (this CPU)", "latency")],
-                                description="budget in", style={"button_width": "130px"})
+    metric_dd = w.ToggleButtons(options=[("parameters", "params"), ("MACs", "macs"), ("latency", "latency")],
+                                tooltips=["exact parameter count", "multiply-accumulates per image",
+                                          "predicted by this machine's per-layer table (timed on first use)"],
+                                description="budget in",
+                                style={"button_width": "110px", "description_width": "initial"})
     # the slider's own readout can only print "9.22e+6": a label beside it reads "9.22M params, 1.00x default"
     slider = w.FloatLogSlider(description="budget", base=10, continuous_update=True, readout=False,
                               layout=w.Layout(width="520px"))
