@@ -153,20 +153,28 @@ def cmd_generate(args: argparse.Namespace) -> dict:
     law = _law(args)
     if not args.arch or not args.dataset:
         raise ValueError("--arch and --dataset are required: the fit file does not record them")
-    metric = "params" if args.macs is None and args.macs_ratio is None else "macs"
-    target = args.budget if metric == "params" else args.macs
+    metric = ("latency" if args.latency_ms is not None else
+              "macs" if args.macs is not None or args.macs_ratio is not None else "params")
+    target = {"params": args.budget, "macs": args.macs, "latency": args.latency_ms}[metric]
     if target is None:
         from .models import macs
 
         count = param_count if metric == "params" else macs
         ratio = args.ratio if metric == "params" else args.macs_ratio
         target = count(args.arch, uniform_widths(args.arch, ratio), args.dataset, args.convcut)
+    table = None
+    if metric == "latency":  # this machine's per-layer table: timed on first use, then cached on disk
+        from .latency_table import default_table
+
+        table = default_table(args.device, batch=args.batch)
     s = powerlaw.widths_for_budget(law, args.arch, args.dataset, target, round_to=args.round_to,
-                                   min_width=args.min_width, method=args.method, convcut=args.convcut, metric=metric)
+                                   min_width=args.min_width, method=args.method, convcut=args.convcut, metric=metric,
+                                   latency=table)
     if metric == "params":  # the output of before, unchanged
         return {"widths": s.widths, "params": s.params, "target": s.target, "rel_error": s.rel_error}
     return {"widths": s.widths, "params": s.params, "macs": s.macs, "target": s.target, "rel_error": s.rel_error,
-            "metric": s.metric}
+            "metric": s.metric, **({"latency_ms": s.latency_ms, "device": args.device, "batch": args.batch}
+                                   if metric == "latency" else {})}
 
 
 def cmd_train(args: argparse.Namespace) -> dict:
@@ -277,7 +285,7 @@ def cmd_plan(args: argparse.Namespace) -> dict:
 
 
 def _add_generate(sub) -> None:
-    p = _command(sub, "generate", cmd_generate, "widths for a parameter or MACs budget (Algorithm 3)")
+    p = _command(sub, "generate", cmd_generate, "widths for a parameter, MACs or latency budget (Algorithm 3)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--fit", help="fit JSON (from `nslab fit`, or the authors' {'fits': [...]} file)")
     src.add_argument("--published", choices=list(powerlaw.published_fits()),
@@ -292,9 +300,13 @@ def _add_generate(sub) -> None:
     g.add_argument("--ratio", type=float, help="target = parameters of the uniform network int(w * R)")
     g.add_argument("--macs", type=float, help="target number of multiply-accumulates of one image")
     g.add_argument("--macs-ratio", type=float, help="target = MACs of the uniform network int(w * R)")
+    g.add_argument("--latency-ms", type=float, help="target latency (ms per batch), predicted by this machine's "
+                   "per-layer table (timed on first use, then cached)")
     p.add_argument("--round-to", type=int, default=1, help="widths in multiples of K (8: hardware friendly)")
     p.add_argument("--min-width", type=int, default=1)
     p.add_argument("--method", choices=["bracket", "sgd"], default="bracket")
+    p.add_argument("--device", default="cpu", help="--latency-ms: the device the table times (cpu, cuda)")
+    p.add_argument("--batch", type=int, default=1, help="--latency-ms: images per timed batch")
 
 
 def _add_train(sub) -> None:

@@ -186,3 +186,11 @@ def test_generate_for_a_macs_budget(capfd):
     assert code == 2 and not out and "macs budget 1,000 is below the smallest" in err and "MACs for vgg11" in err
     code, out, err = run(capfd, "generate", "--published", "vgg11-cifar10", "--macs", "1e7", "--ratio", "1")
     assert code == 2 and "not allowed with argument" in err
+
+
+def test_generate_for_a_latency_budget_uses_this_machines_table(capfd, monkeypatch, tmp_path):
+    # a tiny budget: the error names the metric and the achievable range after timing only the smallest network
+    monkeypatch.setenv("NSLAB_CACHE", str(tmp_path))
+    code, out, err = run(capfd, "generate", "--published", "vgg11-cifar10", "--latency-ms", "1e-6")
+    assert code == 2 and not out
+    assert "latency budget 1e-06 ms" in err and "achievable range" in err and "vgg11 cifar10" in err
