@@ -72,7 +72,7 @@ def measure_run(device: str, arch: str, ratio: float, batch: int, images: int, s
     if dev.type == "cpu" and barrier is not None:
         torch.set_num_threads(1)
     model, opt, batches = _run_parts(dev, arch, ratio, batch, images, seed)
-    sg = StepGraphs() if graphs and dev.type == "cuda" else None
+    sg = StepGraphs() if graphs else None
     if warmup_steps is None:
         warmup_steps = 20 if dev.type == "cuda" else 2
     clock = {"t0": None, "steps": 0, "limit": warmup_steps, "timed": False}
@@ -149,7 +149,7 @@ def measure_streams(k: int, device: str, arch: str, ratio: float, batch: int, im
             stream = torch.cuda.Stream(dev) if cuda else None
             if cuda:
                 stream.wait_stream(torch.cuda.current_stream(dev))
-            with torch.cuda.stream(stream) if cuda else _null():
+            with torch.cuda.stream(stream):  # None (off CUDA): no-op
                 model, opt, batches = _run_parts(dev, arch, ratio, batch, images, i)
                 model.train()
                 it = _forever(batches)
@@ -159,7 +159,7 @@ def measure_streams(k: int, device: str, arch: str, ratio: float, batch: int, im
 
         def round_() -> None:
             for stream, it, step in runs:
-                with torch.cuda.stream(stream) if cuda else _null():
+                with torch.cuda.stream(stream):  # None (off CUDA): no-op
                     x, y = next(it)
                     step(x, y, 0.1)
 
@@ -176,14 +176,6 @@ def measure_streams(k: int, device: str, arch: str, ratio: float, batch: int, im
                 break
         _sync(dev)
     return rounds * k * batch / (time.perf_counter() - t0)
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _forever(batches):
@@ -213,6 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
     if bad or any(k < 1 for k in ks):
         raise ValueError(f"--modes takes processes and/or streams (got {args.modes!r}); --ks integers >= 1 "
                          f"(got {args.ks!r})")
+    from nslab import uniform_widths
     from nslab.loop import resolve_device
     from nslab.models import macs
 
@@ -223,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
     common = (args.arch, args.ratio, args.batch, args.images, args.seconds)
     out = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "torch": torch.__version__,
            "arch": args.arch, "ratio": args.ratio, "batch": args.batch, "seconds": args.seconds,
-           "macs_per_image": macs(args.arch, _widths(args.arch, args.ratio), "cifar10")}
+           "macs_per_image": macs(args.arch, uniform_widths(args.arch, args.ratio), "cifar10")}
     _log(f"{out['device']}: {args.arch} r={args.ratio} batch {args.batch}")
     single = {}
     for graphs in ((True, False) if dev.type == "cuda" else (False,)):
@@ -246,12 +239,6 @@ def main(argv: list[str] | None = None) -> dict:
     out.update(best_aggregate=best, goal=GOAL, goal_met=best >= GOAL)
     print(json.dumps(out), flush=True)
     return out
-
-
-def _widths(arch: str, ratio: float) -> list[int]:
-    from nslab import uniform_widths
-
-    return uniform_widths(arch, ratio)
 
 
 if __name__ == "__main__":

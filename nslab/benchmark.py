@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import Preset, Setting, digest, resolve
-from .data import ImageData, dataset_spec
+from .data import ImageData
 from .descent import SearchRun, architecture_descent, resolved_settings
 from .methods import Context, get_method
 from .models import macs, param_count
@@ -110,10 +110,6 @@ def context(p: Preset, setting: Setting, run: SearchRun | None = None) -> Contex
                    morphnet_keep=p.baseline.morphnet_keep, scale=setting.scale)
 
 
-def _variant(setting: Setting) -> str:
-    return dataset_spec(setting.dataset).variant
-
-
 def run_specs(p: Preset, setting: Setting, run: SearchRun | None, methods: Sequence[str], data: ImageData,
               ratios: Sequence[float] | None = None, tags: tuple = (), metric: str = "params") -> list[RunSpec]:
     """The training runs of ``methods`` x ratios x seeds of ``setting`` (Li et al.: its own ratio only).
@@ -130,7 +126,7 @@ def run_specs(p: Preset, setting: Setting, run: SearchRun | None, methods: Seque
             uniform's runs are the same runs under either metric.
     """
     ctx = context(p, setting, run)
-    recipe = resolve(p.recipe_for(setting, _variant(setting)))
+    recipe = resolve(p.recipe_for(setting))
     protocol = {"test_subset": setting.test_subset, "latency": resolve(p.latency), "device": _device().split(":")[0],
                 "data": data.fingerprint()}
     out, widths = [], {}
@@ -184,7 +180,7 @@ def train_runs(p: Preset, setting: Setting, specs: Sequence[RunSpec], paths: Pat
     data = load_data(p, setting, paths)
     if setting.test_subset:
         data = data.test_subset(setting.test_subset)
-    recipe = p.recipe_for(setting, _variant(setting))
+    recipe = p.recipe_for(setting)
     store = ResultsStore(paths.results)
     device = _device()
 
@@ -223,6 +219,20 @@ def train_runs(p: Preset, setting: Setting, specs: Sequence[RunSpec], paths: Pat
     return records
 
 
+CONVCUT_METHODS = ("uniform", "morphnet", "uniform_convcut", "neuralscale_it1", "neuralscale_last")
+MACS_METHODS = ("uniform", "morphnet", "neuralscale_last")
+
+
+def bench_methods(p: Preset, setting: Setting, methods: Sequence[str] | None, searched: int | None
+                  ) -> tuple[str, ...]:
+    """The methods :func:`benchmark` runs: after a one-iteration search ``neuralscale_last`` is
+    ``neuralscale_it1``'s network and is left out beside it."""
+    methods = tuple(methods or setting.methods or p.methods)
+    if searched == 1 and "neuralscale_it1" in methods:
+        methods = tuple(m for m in methods if m != "neuralscale_last")
+    return methods
+
+
 def benchmark(p: Preset, setting: Setting, paths: Paths, methods: Sequence[str] | None = None,
               run: SearchRun | None = None, ratios: Sequence[float] | None = None, tags: tuple = (),
               progress: bool = True) -> tuple[SearchRun | None, list[dict]]:
@@ -234,8 +244,7 @@ def benchmark(p: Preset, setting: Setting, paths: Paths, methods: Sequence[str] 
     methods = tuple(methods or setting.methods or p.methods)
     if run is None and any(get_method(m).needs_search for m in methods):
         run = search(p, setting, paths, progress=progress)
-    if run is not None and len(run.iterations) == 1 and "neuralscale_it1" in methods:
-        methods = tuple(m for m in methods if m != "neuralscale_last")
+    methods = bench_methods(p, setting, methods, len(run.iterations) if run is not None else None)
     specs = run_specs(p, setting, run, methods, load_data(p, setting, paths), ratios, tags)
     return run, train_runs(p, setting, specs, paths, progress)
 
@@ -290,8 +299,7 @@ def convcut_study(p: Preset, setting: Setting, paths: Paths, progress: bool = Tr
     from .tables import summarize
 
     run = search(p, setting, paths, iterations=p.study_iterations, progress=progress)
-    methods = ("uniform", "morphnet", "uniform_convcut", "neuralscale_it1", "neuralscale_last")
-    _, recs = benchmark(p, setting, paths, methods=methods, run=run, progress=progress)
+    _, recs = benchmark(p, setting, paths, methods=CONVCUT_METHODS, run=run, progress=progress)
     return recs, summarize(recs)
 
 
@@ -318,7 +326,7 @@ def macs_study(p: Preset, paths: Paths, progress: bool = True) -> tuple[SearchRu
 
     run = search(p, setting, paths, progress=progress)
     data = load_data(p, setting, paths)
-    methods = tuple(setting.methods or ("uniform", "morphnet", "neuralscale_last"))
+    methods = tuple(setting.methods or MACS_METHODS)
     recs = []
     for metric, names in (("macs", methods), ("params", ("neuralscale_last",))):
         specs = run_specs(p, setting, run, names, data, metric=metric)

@@ -133,8 +133,7 @@ class _Schedule:
                 written = (o is None or o not in outputs) and t.done()
             except Exception as e:  # noqa: BLE001 - e.g. a search on disk that gives no widths: the task fails
                 self.waiting.remove(k)
-                self.report.attempts[t.name] = self.max_attempts(t)
-                self.failed(t, _error(e))
+                self.failed(t, _error(e), retry=False)
                 continue
             if o is not None and o in outputs:
                 continue  # the same result is being computed: take it from the cache afterwards
@@ -158,10 +157,10 @@ class _Schedule:
         self.report.attempts[t.name] = self.report.attempts.get(t.name, 0) + 1
         return self.report.attempts[t.name]
 
-    def failed(self, t: Task, error: str) -> bool:
+    def failed(self, t: Task, error: str, retry: bool = True) -> bool:
         """Record a failed attempt; returns whether to run it again (else it and its dependents are out)."""
         self.running.pop(t.key, None)
-        if self.report.attempts.get(t.name, 0) < self.max_attempts(t):
+        if retry and self.report.attempts.get(t.name, 0) < self.max_attempts(t):
             self.waiting.insert(0, t.key)
             return True
         self.report.failed[t.name] = error
@@ -253,7 +252,7 @@ class InProcessExecutor:
                 t = ready[0]
                 s.attempt(t)
                 try:
-                    _with_threads(self.threads or _threads(t), t.run)
+                    _run(t, self.threads or _threads(t))
                 except Exception as e:  # noqa: BLE001 - any failure of a task is reported, the grid goes on
                     bar.failed(s, t, _error(e))
                     continue
@@ -265,26 +264,17 @@ class InProcessExecutor:
         return s.report
 
 
-def _with_threads(threads: int | None, fn: Callable[[], None]) -> None:
-    import torch
-
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        fn()
-    finally:
-        torch.set_num_threads(before)
-
-
 def _threads(t: Task) -> int:
     """Torch threads of a task: its CPU count (at least one)."""
     return max(1, int(t.resources.cpus))
 
 
-def _ray_run(task: Task, threads: int) -> None:
-    """A task on a Ray worker, with ``threads`` torch threads (its CPU count, as the in-process executor uses)."""
-    _with_threads(threads, task.run)
+def _run(task: Task, threads: int) -> None:
+    """``task.run()`` with ``threads`` torch threads (its CPU count: the same on Ray and in process)."""
+    from .benchmark import _threads as torch_threads
+
+    with torch_threads(threads):
+        task.run()
 
 
 class RayExecutor:
@@ -336,7 +326,7 @@ class RayExecutor:
         bar = None
         try:
             _connect(ray, address)
-            remote = ray.remote(_ray_run)
+            remote = ray.remote(_run)
             bar = _Progress(len(s.waiting), len(s.report.cached), self.progress, "grid (ray)")
             refs: dict = {}
             while s.left:

@@ -144,7 +144,7 @@ def human(n: float) -> str:
 def readout(arch: str, dataset: str, budget: float, metric: str = "params", latency: LatencyTable | None = None
             ) -> str:
     """The slider's readout: ``"9.22M params, 1.00x default"`` (``"313M MACs, ..."``, ``"1.24 ms, ..."``)."""
-    default = budget_range(arch, dataset, metric, latency)[1]
+    default = counter(arch, dataset, False, metric, latency)(default_widths(arch))
     value = f"{budget:.3g} ms" if metric == "latency" else f"{human(budget)} {_UNITS[metric]}"
     return f"{value}, {budget / default:.2f}x default"
 

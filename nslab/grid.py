@@ -161,7 +161,7 @@ class TrainJob:
     method: str
     ratio: float
     seed: int
-    search: tuple[int | None, int, int] | None
+    search: tuple[int | None, int] | None
     run_dir: str
     tags: tuple = ()
     metric: str = "params"
@@ -171,7 +171,7 @@ class TrainJob:
             return None
         from .descent import iteration_dir
 
-        reads = self.search[2]
+        reads = self.search[1]
         summary = iteration_dir(self.run_dir, reads) / "summary.json"
         if not summary.is_file():
             return None
@@ -190,9 +190,8 @@ class TrainJob:
         # read up to the iteration the method uses: neuralscale_last reads (and is tagged with) the call's
         # last iteration; the others read iteration 1 only, which gives the widths the full run gives
         data = load_data(self.preset, self.setting, self.paths)
-        extra = {} if self.metric == "params" else {"metric": self.metric}  # notebook 08: equal MACs
         specs = [s for s in run_specs(self.preset, self.setting, run, (self.method,), data, (self.ratio,), self.tags,
-                                      **extra) if s.seed == self.seed]
+                                      self.metric) if s.seed == self.seed]
         if len(specs) != 1:
             raise ValueError(f"{self.method} r={self.ratio:g} seed {self.seed}: expected one run of "
                              f"{self.setting.slug}, found {len(specs)}")
@@ -216,7 +215,7 @@ class TrainJob:
                          f"training run {self.method} {self.setting.slug}")
         s = self.spec()
         if s is None:
-            raise ValueError(f"the search {self.run_dir} has not finished iteration {self.search[2]}")
+            raise ValueError(f"the search {self.run_dir} has not finished iteration {self.search[1]}")
         train_runs(self.preset, self.setting, [s], self.paths, progress=False)
 
 
@@ -251,9 +250,6 @@ class BenchRequest:
     merge_last: bool = True
 
 
-_CONVCUT_METHODS = ("uniform", "morphnet", "uniform_convcut", "neuralscale_it1", "neuralscale_last")
-
-
 def notebook_requests(p: Preset) -> dict[str, list[SearchRequest | BenchRequest]]:
     """The searches and benchmark calls each notebook makes under ``p`` (mirrors notebooks 01-08).
 
@@ -262,6 +258,8 @@ def notebook_requests(p: Preset) -> dict[str, list[SearchRequest | BenchRequest]
     :func:`nslab.benchmark.convcut_study` of each ConvCut setting; 08 (when the preset has one):
     :func:`nslab.benchmark.macs_study`. Notebook 03 reads fits only.
     """
+    from .benchmark import CONVCUT_METHODS, MACS_METHODS
+
     its = p.study_iterations
     pre: list[SearchRequest | BenchRequest] = []
     for s in p.pretrain:
@@ -274,23 +272,14 @@ def notebook_requests(p: Preset) -> dict[str, list[SearchRequest | BenchRequest]
         "04": [SearchRequest(p.descent)],
         "05": [BenchRequest(s) for s in p.benchmark],
         "06": pre,
-        "07": [BenchRequest(s, _CONVCUT_METHODS, its) for s in p.convcut],
+        "07": [BenchRequest(s, CONVCUT_METHODS, its) for s in p.convcut],
     }
     macs = p.macs_study
     if macs is not None:  # notebook 08: the methods at equal MACs, NeuralScale (last) at equal parameters too
-        methods = tuple(macs.methods or ("uniform", "morphnet", "neuralscale_last"))
+        methods = tuple(macs.methods or MACS_METHODS)
         out["08"] = [BenchRequest(macs, methods, metric="macs", merge_last=False),
                      BenchRequest(macs, ("neuralscale_last",), merge_last=False)]
     return out
-
-
-def _methods(p: Preset, req: BenchRequest, searched: int | None) -> tuple[str, ...]:
-    """The methods :func:`nslab.benchmark.benchmark` runs: after a one-iteration search ``neuralscale_last``
-    is ``neuralscale_it1``'s network and is left out when both are asked for."""
-    methods = tuple(req.methods or req.setting.methods or p.methods)
-    if req.merge_last and searched == 1 and "neuralscale_it1" in methods:
-        methods = tuple(m for m in methods if m != "neuralscale_last")
-    return methods
 
 
 def _slug(setting: Setting, pe: int | None, p: Preset) -> str:
@@ -326,7 +315,7 @@ class _Grid:
         return run_dir, keys
 
     def bench(self, req: BenchRequest, nb: str) -> None:
-        from .benchmark import run_slots
+        from .benchmark import bench_methods, run_slots
         from .methods import get_method
 
         s, p = req.setting, self.p
@@ -336,7 +325,7 @@ class _Grid:
         if needs:
             run_dir, keys = self.search(s, req.iterations, req.pretrain_epochs, nb)
             n = len(keys)
-        for method, r, seed in run_slots(p, s, _methods(p, req, n), None):
+        for method, r, seed in run_slots(p, s, bench_methods(p, s, methods, n) if req.merge_last else methods):
             m = get_method(method)
             tag = f" P_e={req.pretrain_epochs}" if req.pretrain_epochs is not None else ""
             tag += f" (equal {req.metric})" if req.metric != "params" else ""
@@ -348,22 +337,15 @@ class _Grid:
                 continue
             reads = _READS.get(method, -1)
             reads = n if reads == -1 else reads
-            job = TrainJob(p, s, self.paths, method, r, seed, (req.pretrain_epochs, n, reads), run_dir, req.tags,
+            job = TrainJob(p, s, self.paths, method, r, seed, (req.pretrain_epochs, reads), run_dir, req.tags,
                            req.metric)
             # the widths are not known yet: key what they come from (the run directory and the iteration read)
             # plus everything else of the RunSpec's key
-            last = n if method == "neuralscale_last" else None
-            key = "train:" + digest(method, s.arch, s.dataset, r, seed, run_dir, reads, last,
-                                    resolve(p.recipe_for(s, _variant(s))), s.test_subset, s.scale,
+            key = "train:" + digest(method, s.arch, s.dataset, r, seed, run_dir, reads,
+                                    resolve(p.recipe_for(s)), s.test_subset, s.scale,
                                     resolve(p.latency), resolve(p.baseline), resolve(req.tags), req.metric)
             name = f"train {method} {s.arch}/{s.dataset} r={r:g} seed {seed}{tag} (search it {reads}) [{key[6:14]}]"
             self.add(Task(name, key, "train", (keys[reads - 1],), p.resources, (nb,), job))
-
-
-def _variant(setting: Setting) -> str:
-    from .data import dataset_spec
-
-    return dataset_spec(setting.dataset).variant
 
 
 def tasks(p: Preset, paths: Paths, notebooks: Sequence[str] | None = None) -> list[Task]:

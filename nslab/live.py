@@ -24,12 +24,10 @@ import numpy as np
 
 from . import plots
 from .models import param_count
-from .powerlaw import fit_power_law
+from .powerlaw import MIN_ROWS, fit_power_law
 from .solver import widths_for_budget
 
 __all__ = ["DescentView"]
-
-_MIN_ROWS = 6  # Algorithm 2 needs this many rows (as the release); fewer: the fit lines stay empty
 
 
 class DescentView:
@@ -125,7 +123,7 @@ class DescentView:
         w = np.asarray(widths, dtype=float).reshape(len(params), -1)
         n = w.shape[1]
         law = None
-        if len(params) >= _MIN_ROWS:
+        if len(params) >= MIN_ROWS:
             try:
                 law = fit_power_law(w, self.arch, self.dataset, self.convcut)
             except ValueError:  # a trajectory a law cannot fit yet (e.g. a constant layer): draw rows only

@@ -166,17 +166,20 @@ class GraphedStep:
         if not isinstance(optimizer, torch.optim.SGD) or len(optimizer.param_groups) != 1:
             raise ValueError(f"GraphedStep takes a torch.optim.SGD with one param group, got {optimizer!r}")
         g = optimizer.param_groups[0]
-        if g.get("maximize") or g.get("differentiable"):
-            raise ValueError("GraphedStep supports neither maximize nor differentiable SGD")
+        if g.get("maximize") or g.get("differentiable") or g.get("dampening"):
+            # dampening: SGD's first step copies the gradient into a fresh buffer, which a buffer
+            # pre-filled with zeros (what a capture needs) only matches when dampening is 0
+            raise ValueError("GraphedStep supports neither maximize, differentiable nor dampened SGD")
         self.model, self.optimizer, self.label_smoothing = model, optimizer, label_smoothing
         self.hyper = {k: g[k] for k in ("momentum", "dampening", "nesterov", "weight_decay")}
         self.params = [p for p in g["params"] if p.requires_grad]
+        self.bufs = []
         if self.hyper["momentum"]:
             for p in self.params:
                 st = optimizer.state[p]
                 if st.get("momentum_buffer") is None:
                     st["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        self.bufs = [optimizer.state[p]["momentum_buffer"] for p in self.params] if self.hyper["momentum"] else []
+                self.bufs.append(st["momentum_buffer"])
         self.x, self.y = x.detach().clone(), y.detach().clone()  # clone keeps the memory format
         self.lr = torch.zeros((), device=x.device, dtype=torch.float32)
         self.graph = None
@@ -239,17 +242,17 @@ class StepGraphs:
     non-CUDA device (unless ``on_cpu``, for tests) takes the eager step.
     """
 
-    def __init__(self, label_smoothing: float = 0.0, warmup: int = 3, on_cpu: bool = False):
-        self.label_smoothing, self.warmup, self.on_cpu = label_smoothing, warmup, on_cpu
+    def __init__(self, on_cpu: bool = False):
+        self.on_cpu = on_cpu
         self.step: GraphedStep | None = None
 
     def get(self, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-            y: torch.Tensor) -> GraphedStep | None:
+            y: torch.Tensor, label_smoothing: float = 0.0) -> GraphedStep | None:
         """The graph for this step, capturing it on first use; ``None``: take the eager step."""
         if x.device.type != "cuda" and not self.on_cpu:
             return None
         if self.step is None:
-            self.step = GraphedStep(model, optimizer, x, y, self.label_smoothing, self.warmup)
+            self.step = GraphedStep(model, optimizer, x, y, label_smoothing)
         return self.step if self.step.matches(model, optimizer, x) else None
 
 
@@ -357,7 +360,7 @@ def train_one_epoch(
             lr = lr_schedule(i)
             for g in st.optimizer.param_groups:
                 g["lr"] = lr
-            graph = graphs.get(st.model, st.optimizer, x, y) if graphs is not None else None
+            graph = graphs.get(st.model, st.optimizer, x, y, label_smoothing) if graphs is not None else None
             if graph is not None:  # a graphed step checks its loss after the update (a NaN stops the run anyway)
                 loss, out = graph(x, y, lr)
                 loss = loss.clone()  # the next replay overwrites it

@@ -107,7 +107,6 @@ class Context:
     def budget(self, ratio: float, metric: str = "params") -> Budget:
         """The paper's budget of ratio ``ratio`` in ``metric``: the count of ``uniform_widths(arch, ratio *
         budget_scale)`` (parameters, MACs, or predicted latency in ms)."""
-        check_metric(metric)
         return Budget(self.count(uniform_widths(self.arch, ratio * self.budget_scale), metric), ratio, metric)
 
     @classmethod

@@ -173,6 +173,7 @@ class _Item:
     config: tuple
     source: str
     batch: int
+    probe: tuple = ()  # (macs, widths, dataset, convcut, batch): what probe_throughput times
     extra: list = dataclasses.field(default_factory=list)  # more (macs, images) pairs (Li et al.'s fine-tuning)
     measured: float | None = None
 
@@ -183,9 +184,8 @@ def _train_item(t: Task, have_data: bool) -> _Item:
 
     job: TrainJob = t.job
     p, s = job.preset, job.setting
-    from .benchmark import _variant
 
-    r = p.recipe_for(s, _variant(s))
+    r = p.recipe_for(s)
     n_train, n_test = _split(p, s, job.paths, have_data)
     n_train = min(n_train, r.subset) if r.subset else n_train
     n_test = min(n_test, s.test_subset) if s.test_subset else n_test
@@ -210,7 +210,8 @@ def _train_item(t: Task, have_data: bool) -> _Item:
         widths, convcut = get_method(job.method)(ctx, ctx.budget(job.ratio)), get_method(job.method).convcut
     m = macs(s.arch, widths, s.dataset, convcut)
     it = _Item(t, s.arch, m, r.epochs * n_train, r.epochs * n_test, r.epochs, (s.arch, s.dataset, tuple(widths),
-               convcut, r.epochs, n_train), source, r.batch_size, measured=measured)
+               convcut, r.epochs, n_train), source, r.batch_size, (m, tuple(widths), s.dataset, convcut, r.batch_size),
+               measured=measured)
     if get_method(job.method).trains == "li":  # Li et al.: the start network trained, then fine-tuned pruned
         start = uniform_widths(s.arch, p.search_for(s).start_ratio)
         it.extra.append((macs(s.arch, start, s.dataset, convcut), r.epochs * n_train))
@@ -238,7 +239,8 @@ def _search_item(t: Task, have_data: bool) -> _Item:
     mean = float(np.mean([macs(s.arch, [max(1, int(w * f)) for w in start], s.dataset)
                           for f in np.linspace(pr.stop_fraction, 1.0, 9)]))
     it = _Item(t, s.arch, m0, pr.pretrain_epochs * n, (pr.pretrain_epochs + 1) * n_test, pr.pretrain_epochs,
-               (s.arch, s.dataset, "search", pr.pretrain_epochs, n), "search", pr.batch_size)
+               (s.arch, s.dataset, "search", pr.pretrain_epochs, n), "search", pr.batch_size,
+               (m0, tuple(start), s.dataset, False, pr.batch_size))
     it.extra.append((mean, steps * pr.batches_per_step * pr.batch_size))
     summary = iteration_dir(job.run_dir, job.iteration) / "summary.json"
     if summary.is_file():
@@ -312,28 +314,16 @@ def plan(p: Preset, paths: Paths, gpus: int = 1, device: str | None = None, prob
     dev = resolve_device(device)
     if probe:
         configs: dict[str, list] = defaultdict(list)
-        for it in items:
-            if it.task.kind == "train":
-                configs[it.arch].append((it.macs, it.config[2], it.config[1], it.config[3], it.batch))
-        for it in items:  # the searches' start networks (the widest networks of a grid)
-            if it.task.kind == "search":
-                from .models import uniform_widths
-
-                s = it.task.job.setting
-                w = tuple(uniform_widths(s.arch, p.search_for(s).start_ratio))
-                configs[it.arch].append((it.macs, w, s.dataset, False, it.batch))
+        for it in items:  # the searches' items time their start networks (the widest networks of a grid)
+            configs[it.arch].append(it.probe)
         tp = time.perf_counter()
         # the executors give each task resources.cpus torch threads: time the device the same way (on a
         # loaded CPU, more threads than free cores spin and run several times slower)
         threads = max(1, int(p.resources.cpus))
-        import torch
+        from .benchmark import _threads
 
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
+        with _threads(threads):
             fit = probe_throughput(dict(configs), dev, seconds_per_point)
-        finally:
-            torch.set_num_threads(before)
         probe_s = time.perf_counter() - tp
     secs = {it.task.key: _seconds(it, fit) if fit else None for it in items}
 

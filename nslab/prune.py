@@ -61,13 +61,13 @@ _DEFAULT = PruneSettings()  # the released CIFAR protocol
 _NAMES = {TaylorFO: "taylor_fo", L1Norm: "l1", BNScale: "bn_scale"}
 
 
-def _criterion(criterion, arch: str, dataset: Dataset, convcut: bool, s: PruneSettings) -> tuple[Callable, str]:
-    """The criterion object and its name for the run settings."""
-    if criterion is None or isinstance(criterion, str):
-        name = criterion or "taylor_fo"
-        if name == "taylor_fo":  # where it reads MobileNetV2's stem and head gates is a pruning setting
-            return TaylorFO(s.relu6_gates), name
-        return make_criterion(name, arch, dataset, convcut), name
+def _criterion(criterion, arch: str, dataset: Dataset, convcut: bool) -> tuple[Callable | None, str]:
+    """The criterion object and its name for the run settings (``None``: the :class:`Pruner`'s default,
+    Taylor-FO reading MobileNetV2's stem and head gates where the settings say)."""
+    if criterion is None or criterion == "taylor_fo":
+        return None, "taylor_fo"
+    if isinstance(criterion, str):
+        return make_criterion(criterion, arch, dataset, convcut), criterion
     return criterion, _NAMES.get(type(criterion)) or getattr(criterion, "__qualname__", type(criterion).__qualname__)
 
 
@@ -142,7 +142,7 @@ def _pretrain(model, opt, batches: DeviceBatches, s: PruneSettings, seed: int, r
     n, total = len(batches), s.pretrain_epochs * len(batches)
     linear = s.pretrain_schedule == "linear"  # to zero at the end: a short run settles, as the cpu recipe's
     # no hooks before pruning starts: on CUDA every full-size step can replay one graph (nslab.loop.GraphedStep)
-    graphs = StepGraphs() if batches.device.type == "cuda" else None
+    graphs = StepGraphs()  # off CUDA it hands out no graph: the eager step
     for epoch in tqdm(range(run.pretrained, s.pretrain_epochs), desc="pre-train", disable=not progress, leave=False):
         train_one_epoch(model, batches.iterate(seed * 100_003 + epoch), opt,
                         lambda i, e=epoch: s.pretrain_lr * ((1 - (e * n + i) / total) if linear else 1.0),
@@ -275,7 +275,7 @@ def prune(
             f"the network is built for {spec.name} ({spec.num_classes} classes, {spec.image_size} px) "
             f"but the data has {data.spec.num_classes} classes, {data.spec.image_size} px"
         )
-    crit, crit_name = _criterion(criterion, arch, dataset, convcut, s)
+    crit, crit_name = _criterion(criterion, arch, dataset, convcut)
     torch.manual_seed(seed)
     model = create_model(arch, start, dataset, convcut).to(device)
     channels_last = s.channels_last and channels_last_ok(device, model)

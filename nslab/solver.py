@@ -122,12 +122,15 @@ class _Problem:
             + ("raise the budget or lower min_width" if below else "lower the budget"))
 
 
+def _check_number(budget: float, metric: str) -> None:
+    if not (isinstance(budget, (int, float, np.integer, np.floating)) and math.isfinite(budget)) or budget <= 0:
+        raise ValueError(f"budget must be a positive number of {_UNITS[metric]} ({metric}), got {budget!r}")
+
+
 def _check_budget(
     budget: float, floor_count: float, problem: _Problem, top: Callable[[], float | None] = lambda: None,
 ) -> None:
-    if not (isinstance(budget, (int, float, np.integer, np.floating)) and math.isfinite(budget)) or budget <= 0:
-        raise ValueError(f"budget must be a positive number of {_UNITS[problem.metric]} "
-                         f"({problem.metric}), got {budget!r}")
+    _check_number(budget, problem.metric)
     if budget < floor_count:
         raise problem.range_error(budget, floor_count, top(), below=True)
 
@@ -135,7 +138,7 @@ def _check_budget(
 def _solve(
     alpha: np.ndarray, beta: np.ndarray, count: Callable[[list[int]], float], budget: float,
     round_to: int, min_width: int, x0: float, shortcuts: pathscan.Shortcuts | None = None,
-    problem: _Problem = _Problem(), nudge: bool = True, extras: Callable[[list[int]], dict] | None = None,
+    problem: _Problem = _Problem(), extras: Callable[[list[int]], dict] | None = None,
     step: float = 1.0,
 ) -> Scaled:
     """Closest count for ``w(x) = max(floor, round(alpha * x^beta))`` (every beta > 0), then nudges.
@@ -181,7 +184,7 @@ def _solve(
         raise problem.range_error(budget, floor_count, cap_count(), below=False)
     lo, w_lo, p_lo, hi, w_hi, p_hi = bracket
     t, w, p = (lo, w_lo, p_lo) if budget - p_lo <= p_hi - budget else (lo, w_hi, p_hi)
-    if p == budget or not nudge:
+    if p == budget or problem.metric == "latency":  # no nudging on a measured, noisy count
         return result(w, p)
     starts = [(t, w, p)]
     if shortcuts is not None:
@@ -238,6 +241,21 @@ def _bracket(
 _PAIR_TOL = 1e-3  # pairs of layers are nudged only while the error exceeds this (relative)
 
 
+def _best_move(w, moves, lo_lim, hi_lim, count, budget, best_err):
+    """The candidate (widths, count) of ``moves`` (each ``((layer, step), ...)``) strictly closest to
+    ``budget`` within the limits and closer than ``best_err``; ``None`` if none is."""
+    best = None
+    for move in moves:
+        if all(lo_lim[i] <= w[i] + s <= hi_lim[i] for i, s in move):
+            cand = w.copy()
+            for i, s in move:
+                cand[i] += s
+            pc = count(cand.tolist())
+            if abs(pc - budget) < best_err:
+                best_err, best = abs(pc - budget), (cand, pc)
+    return best
+
+
 def _refine(
     x: np.ndarray, w: np.ndarray, p: float, count: Callable[[list[int]], float], budget: float,
     round_to: int, floor: int,
@@ -254,30 +272,14 @@ def _refine(
     """
     lo_lim = np.maximum(floor, round_to * np.ceil(x / round_to - 2))
     hi_lim = round_to * np.floor(x / round_to + 2)
-    n = len(w)
+    n, steps = len(w), (round_to, -round_to)
+    singles = [((i, s),) for i in range(n) for s in steps]
+    pairs = [((i, si), (j, sj)) for i in range(n) for j in range(i + 1, n) for si in steps for sj in steps]
     for _ in range(4 * n):
-        best_err, best = abs(p - budget), None
-        for i in range(n):
-            for step in (round_to, -round_to):
-                v = w[i] + step
-                if lo_lim[i] <= v <= hi_lim[i]:
-                    cand = w.copy()
-                    cand[i] = v
-                    pc = count(cand.tolist())
-                    if abs(pc - budget) < best_err:
-                        best_err, best = abs(pc - budget), (cand, pc)
-        if best is None and best_err > _PAIR_TOL * budget:
-            for i in range(n):
-                for j in range(i + 1, n):
-                    for si in (round_to, -round_to):
-                        for sj in (round_to, -round_to):
-                            vi, vj = w[i] + si, w[j] + sj
-                            if lo_lim[i] <= vi <= hi_lim[i] and lo_lim[j] <= vj <= hi_lim[j]:
-                                cand = w.copy()
-                                cand[i], cand[j] = vi, vj
-                                pc = count(cand.tolist())
-                                if abs(pc - budget) < best_err:
-                                    best_err, best = abs(pc - budget), (cand, pc)
+        err = abs(p - budget)
+        best = _best_move(w, singles, lo_lim, hi_lim, count, budget, err)
+        if best is None and err > _PAIR_TOL * budget:
+            best = _best_move(w, pairs, lo_lim, hi_lim, count, budget, err)
         if best is None:
             break
         w, p = best
@@ -313,20 +315,17 @@ def _setup(
     arch: str, dataset: str | DatasetSpec, convcut: bool, metric: str, latency: LatencyTable | None,
 ) -> tuple[Callable[[list[int]], float], pathscan.Shortcuts | None, _Problem, Callable[[list[int]], dict]]:
     """The count, the switchable shortcuts, the error wording and the result's fields for one network."""
-    check_metric(metric)
+    count = counter(arch, dataset, convcut, metric, latency)  # checks the metric, resolves the table
     params, macs = param_counter(arch, dataset, convcut), macs_counter(arch, dataset, convcut)
     name = dataset.name if isinstance(dataset, DatasetSpec) else dataset
     what = f"{arch} {name}" + (" (convcut)" if convcut else "")
     if metric == "latency":
-        from .latency_table import default_table
+        from .latency_table import MAX_WIDTH
 
-        table = default_table() if latency is None else latency
-        predict = table.predictor(arch, dataset, convcut)
-        problem = _Problem("latency", what, max_width=table.max_width)
         # Latency is measured, so it is neither monotone nor structured like a count: no scan (see
         # widths_for_budget), and the result reports the prediction it was solved on.
-        return predict, None, problem, lambda w: {"params": params(w), "macs": macs(w), "latency_ms": predict(w)}
-    count = params if metric == "params" else macs
+        return (count, None, _Problem("latency", what, max_width=MAX_WIDTH),
+                lambda w: {"params": params(w), "macs": macs(w), "latency_ms": count(w)})
     return (count, pathscan.shortcuts(arch, dataset, convcut, metric), _Problem(metric, what),
             lambda w: {"params": params(w), "macs": macs(w)})
 
@@ -428,17 +427,18 @@ def widths_for_budget(
         raise ValueError(f"the budget solver needs every beta > 0 (widths growing with size); got beta = "
                          f"{[round(b, 4) for b in law.beta]}")
     count, sc, problem, extras = _setup(arch, dataset, convcut, metric, latency)
-    x0 = float(budget) if isinstance(budget, (int, float, np.integer, np.floating)) else 1.0
-    if metric == "macs" and math.isfinite(x0):
+    _check_number(budget, metric)
+    x0 = float(budget)
+    if metric == "macs":
         x0 *= _params_per_mac(arch, dataset, convcut)  # start the bracket near the tau with this many MACs
-    elif metric == "latency" and math.isfinite(x0) and x0 > 0:
+    elif metric == "latency":
         # Start near the tau whose MACs take this long at the reference network's MACs per ms (its cells
         # are timed anyway): every bracket step away from it times new table cells.
         ref = uniform_widths(arch, 0.5)
         ms_per_mac = count(ref) / macs_counter(arch, dataset, convcut)(ref)
         x0 = x0 / ms_per_mac * _params_per_mac(arch, dataset, convcut)
-    return _solve(np.asarray(law.alpha, dtype=float), beta, count, budget, round_to, min_width, x0=max(x0, 1e-300),
-                  shortcuts=sc, problem=problem, nudge=metric != "latency", extras=extras,
+    return _solve(np.asarray(law.alpha, dtype=float), beta, count, budget, round_to, min_width, x0=x0,
+                  shortcuts=sc, problem=problem, extras=extras,
                   step=0.25 if metric == "latency" else 1.0)
 
 
@@ -466,4 +466,4 @@ def scale_widths(
         raise ValueError(f"base_widths must be {n_layers} positive widths for {arch}, got {list(base_widths)}")
     count, sc, problem, extras = _setup(arch, dataset, convcut, metric, latency)
     return _solve(base, np.ones(n_layers), count, budget, round_to, min_width, x0=1.0, shortcuts=sc,
-                  problem=problem, nudge=metric != "latency", extras=extras)
+                  problem=problem, extras=extras)

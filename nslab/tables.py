@@ -276,17 +276,16 @@ def caption(p, title: str, settings: Sequence[Any] = (), table: int | None = Non
     Returns:
         e.g. "Table 1: ... (cpu profile: vgg11 cifar10, 4 epochs on 5,000 training images). Left out: ...".
     """
-    from .data import dataset_spec
 
     ran = []
     for s in settings:
-        r = p.recipe_for(s, dataset_spec(s.dataset).variant)
+        r = p.recipe_for(s)
         where = f"{s.arch} {s.dataset}" + (f" (paper: {s.paper_dataset})" if s.paper_dataset != s.dataset else "")
         ran.append(f"{where}, {r.epochs} epoch{'s' * (r.epochs != 1)} on {f'{r.subset:,}' if r.subset else 'all'} "
                    f"{'synthetic ' if p.search.synthetic else ''}training images"
                    + (f", tested on {s.test_subset:,} images" if s.test_subset else ""))
     out = f"{title} ({p.name} profile{': ' + '; '.join(ran) if ran else ''})"
-    epochs = {p.recipe_for(s, dataset_spec(s.dataset).variant).epochs for s in settings}
+    epochs = {p.recipe_for(s).epochs for s in settings}
     released = max(r.epochs for _, r in preset("paper").train)
     if epochs and max(epochs) < released:  # a short run: the paper's accuracies are out of its reach
         out += (f". Accuracies after {', '.join(map(str, sorted(epochs)))} epochs, not the paper's "

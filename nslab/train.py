@@ -279,7 +279,7 @@ def train(
     rd = None if run_dir is None else Path(run_dir)
     history = History() if rd is None else _open_run(rd, settings, model, opt, dev)
     train_batches, test_batches = _batches(data, recipe, dev, channels_last)
-    graphs = StepGraphs(recipe.label_smoothing) if cuda_graphs and dev.type == "cuda" else None
+    graphs = StepGraphs() if cuda_graphs else None  # off CUDA it hands out no graph: the eager step
     # cuDNN autotuning (as in the release): picks the fastest conv kernels for these fixed shapes
     with cudnn_benchmark(dev):
         for epoch in range(len(history), recipe.epochs):

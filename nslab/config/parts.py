@@ -477,8 +477,15 @@ class Preset:
                              f"{', '.join(table)}")
         return table[variant]
 
-    def recipe_for(self, setting: Setting, variant: str) -> Recipe:
-        """The from-scratch recipe of ``setting``: cut to its (or the preset's) epochs, on its class-balanced subset."""
+    def recipe_for(self, setting: Setting, variant: str | None = None) -> Recipe:
+        """The from-scratch recipe of ``setting``: cut to its (or the preset's) epochs, on its class-balanced subset.
+
+        ``variant``: the dataset variant whose recipe to start from (default: that of the setting's dataset).
+        """
+        if variant is None:
+            from ..data import dataset_spec  # a table of facts, not a stage (as in search_for)
+
+            variant = dataset_spec(setting.dataset).variant
         r = self.recipe(variant)
         epochs = setting.epochs or self.epochs
         if epochs is not None and epochs != r.epochs:

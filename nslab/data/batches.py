@@ -118,20 +118,19 @@ class DeviceBatches:
                 sl = self._batch_slice(i)
                 draw_params(sl.stop - sl.start, self.padding, self.degrees, gen, self.device)
         for c in range(start, len(self), self.chunk):
-            batches = range(c, min(c + self.chunk, len(self)))
-            sl = slice(self._batch_slice(batches[0]).start, self._batch_slice(batches[-1]).stop)
+            parts = [self._batch_slice(i) for i in range(c, min(c + self.chunk, len(self)))]
+            sl = slice(parts[0].start, parts[-1].stop)
             if order is None:
                 xc, yc = self.x[sl], self.y[sl]
             else:
                 idx = order[sl]
                 xc, yc = self.x[idx], self.y[idx]
             if self.augment:
-                params = [draw_params(self._batch_slice(i).stop - self._batch_slice(i).start, self.padding,
-                                      self.degrees, gen, self.device) for i in batches]
+                params = [draw_params(p.stop - p.start, self.padding, self.degrees, gen, self.device) for p in parts]
                 xc = augment(xc, params[0] if len(params) == 1 else cat_params(params), self.padding)
-            for i in batches:
-                a, b = self._batch_slice(i).start - sl.start, self._batch_slice(i).stop - sl.start
-                out = normalize(xc[a:b], self.spec.mean, self.spec.std, self._norm)
-                if self.channels_last:
-                    out = out.contiguous(memory_format=torch.channels_last)
-                yield out, yc[a:b]
+            # normalised and laid out once per chunk; a batch is a slice of it (still channels-last contiguous)
+            xc = normalize(xc, self.spec.mean, self.spec.std, self._norm)
+            if self.channels_last:
+                xc = xc.contiguous(memory_format=torch.channels_last)
+            for p in parts:
+                yield xc[p.start - sl.start:p.stop - sl.start], yc[p.start - sl.start:p.stop - sl.start]
