@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from nslab.models import default_widths, macs, param_count, uniform_widths
-from nslab.powerlaw import PowerLaw, published_fit, widths_for_budget
+from nslab.scaling.powerlaw import PowerLaw, published_fit, widths_for_budget
 
 CASES = [("vgg11", "cifar10"), ("vgg11", "cifar100"), ("resnet18", "cifar100"), ("resnet18", "tinyimagenet"),
          ("mobilenetv2", "cifar100"), ("mobilenetv2", "tinyimagenet")]

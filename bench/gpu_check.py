@@ -16,13 +16,13 @@ import tempfile
 import time
 
 import torch
+from nslab.train import recipe, scale_epochs, train
 
 from nslab import create_model, param_count, uniform_widths
 from nslab.config import preset
 from nslab.data import smoke_data, synthetic_data
-from nslab.descent import architecture_descent
-from nslab.latency import measure_latency
-from nslab.train import recipe, scale_epochs, train
+from nslab.scaling.latency import measure_latency
+from nslab.search.descent import architecture_descent
 
 
 def report(**kw) -> None:

@@ -1,6 +1,6 @@
 """Training throughput on one GPU: one VGG11 r=0.25 run at the paper's batch size, and k runs sharing the GPU.
 
-Every run is nslab's own training step (``nslab.loop``: uint8 images resident on the device, crop/flip and
+Every run is nslab's own training step (``nslab.runs.loop``: uint8 images resident on the device, crop/flip and
 normalisation there, channels-last, bf16 autocast, and the step replayed as a CUDA graph) on random
 CIFAR-shaped images, with the paper's SGD (lr 0.1, momentum 0.5, weight decay 5e-4). Measured:
 
@@ -38,7 +38,7 @@ def _run_parts(device: torch.device, arch: str, ratio: float, batch: int, images
     """A model, its SGD and a device-resident batch pipeline of ``images`` random CIFAR-10-shaped images."""
     from nslab import create_model, uniform_widths
     from nslab.data import DeviceBatches, dataset_spec
-    from nslab.loop import channels_last_ok
+    from nslab.runs.loop import channels_last_ok
 
     spec = dataset_spec("cifar10")
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -61,12 +61,12 @@ def _sync(device: torch.device) -> None:
 
 def measure_run(device: str, arch: str, ratio: float, batch: int, images: int, seconds: float, graphs: bool,
                 seed: int = 0, barrier=None, warmup_steps: int | None = None) -> dict:
-    """Images/s of one run of ``nslab.loop.train_one_epoch`` over ``seconds`` (after ``warmup_steps`` steps:
+    """Images/s of one run of ``nslab.runs.loop.train_one_epoch`` over ``seconds`` (after ``warmup_steps`` steps:
     default 20 on CUDA, 2 on the CPU).
 
     With a ``barrier`` (a ``multiprocessing.Barrier``) the timed window starts when every run is ready.
     """
-    from nslab.loop import StepGraphs, cudnn_benchmark, train_one_epoch
+    from nslab.runs.loop import StepGraphs, cudnn_benchmark, train_one_epoch
 
     dev = torch.device(device)
     if dev.type == "cpu" and barrier is not None:
@@ -134,10 +134,10 @@ def measure_streams(k: int, device: str, arch: str, ratio: float, batch: int, im
                     warmup_steps: int | None = None) -> float:
     """Aggregate images/s of ``k`` runs in this process, each stepping on its own CUDA stream, in turn.
 
-    Each run is a :class:`~nslab.loop.GraphedStep` fed by its own :class:`~nslab.data.DeviceBatches` (on a
+    Each run is a :class:`~nslab.runs.loop.GraphedStep` fed by its own :class:`~nslab.data.DeviceBatches` (on a
     CPU device the steps run one after the other: a dry run of the code path).
     """
-    from nslab.loop import GraphedStep, cudnn_benchmark
+    from nslab.runs.loop import GraphedStep, cudnn_benchmark
 
     dev = torch.device(device)
     cuda = dev.type == "cuda"
@@ -206,8 +206,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"--modes takes processes and/or streams (got {args.modes!r}); --ks integers >= 1 "
                          f"(got {args.ks!r})")
     from nslab import uniform_widths
-    from nslab.loop import resolve_device
     from nslab.models import macs
+    from nslab.runs.loop import resolve_device
 
     dev = resolve_device(args.device)
     if dev.type == "cpu":

@@ -27,9 +27,9 @@ import time
 
 import numpy as np
 
-from nslab.latency_table import LatencyTable
 from nslab.models import default_widths, param_count, uniform_widths
-from nslab.powerlaw import PowerLaw, published_fit, widths_for_budget
+from nslab.scaling.latency_table import LatencyTable
+from nslab.scaling.powerlaw import PowerLaw, published_fit, widths_for_budget
 
 ARCHS = {"vgg11": "cifar10", "resnet18": "cifar10", "mobilenetv2": "cifar10"}
 

@@ -15,9 +15,9 @@ import json
 
 import numpy as np
 import torch
+from nslab.prune import PruneSettings, prune
 
 from nslab.data import synthetic_data
-from nslab.prune import PruneSettings, prune
 
 
 def main() -> None:

@@ -1,12 +1,12 @@
 """How closely a search's configurations agree in shape with the authors' published VGG11 search.
 
 Reads a finished search run directory (``--run DIR``), or runs (or resumes) the descent of a profile's
-Figure-3 setting (VGG11 on CIFAR-10) with ``nslab.benchmark.search`` under ``--out`` (the results folder:
+Figure-3 setting (VGG11 on CIFAR-10) with ``nslab.runs.studies.search`` under ``--out`` (the results folder:
 the run lands in ``OUT/descent/<setting>_pe<P_e>_<key>``, where the notebooks of that profile find it too).
 Then, per iteration, takes the configuration its fit generates at the paper's budget of ``--ratio`` (the
 count of ``uniform_widths(arch, ratio)`` of the *default* network, whatever width the search started from)
 and compares it with the configuration the authors' published fits (iterations 1 and 15) generate at the
-same budget: Spearman rank correlation over layers and mean |log2| width ratio (``nslab.shape``).
+same budget: Spearman rank correlation over layers and mean |log2| width ratio (``nslab.views.shape``).
 
 Prints one JSON object on stdout (progress on stderr)::
 
@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nslab import shape
-from nslab.descent import SearchRun, load_run
+from nslab.search.descent import SearchRun, load_run
+from nslab.views import shape
 
 
 def _log(msg: str) -> None:
@@ -48,13 +48,14 @@ def _num(x: float) -> float | None:
 
 def run_search(profile: str, data_root: str | None, out: str, iterations: int | None) -> SearchRun:
     """Run or resume the profile's Figure-3 search (its ``descent`` setting) with results under ``out``."""
-    from nslab import benchmark, config
+    from nslab import config
     from nslab.paths import Paths
+    from nslab.runs import studies
 
     p = config.preset(profile)
     paths = Paths(Path(out) / "figures", Path(out), Path(data_root).expanduser() if data_root else None)
     _log(p.summary())
-    return benchmark.search(p, p.descent, paths, iterations=iterations, progress=True)
+    return studies.search(p, p.descent, paths, iterations=iterations, progress=True)
 
 
 def report(run: SearchRun, reference: str, reference_iterations: tuple[int, ...], ratio: float) -> dict:

@@ -1,4 +1,4 @@
-"""Time the budget slider's callback (``nslab.explorer.on_budget``): the issue asks for < 100 ms per move.
+"""Time the budget slider's callback (``nslab.views.explorer.on_budget``): the issue asks for < 100 ms per move.
 
 Usage: ``python bench/slider.py [--moves 200]``. Prints one JSON object: per fit, the median, 95th
 percentile and maximum milliseconds of one move over log-spaced budgets across the slider's whole range.
@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from nslab import explorer
+from nslab.views import explorer
 
 
 def main() -> None:

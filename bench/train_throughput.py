@@ -1,6 +1,6 @@
 """Training throughput: nslab's loop against the authors' kind of loop, same model, batch, device and run.
 
-nslab: ``nslab.train.train`` itself (uint8 data resident on the device, batched crop/flip and
+nslab: ``nslab.runs.train.train`` itself (uint8 data resident on the device, batched crop/flip and
 normalisation there, channels-last). Reference, built the way the release's ratio_swipe.py does it:
 ``torchvision.datasets.CIFAR10`` (PIL images from the in-memory pickles) + ``RandomCrop(32, 4)``,
 ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize`` + ``DataLoader(shuffle=True, num_workers=1,
@@ -33,9 +33,9 @@ def reference_images_per_second(data, device: torch.device, batch: int, images: 
     """Images/second of the release-style loop over ``images`` training images after ``warmup`` batches."""
     import torchvision
     import torchvision.transforms as T
+    from nslab.train import seed_everything
 
     from nslab import create_model, uniform_widths
-    from nslab.train import seed_everything
 
     with tempfile.TemporaryDirectory() as tmp:
         # torchvision's on-disk CIFAR format, written from the same images
@@ -102,10 +102,11 @@ def reference_images_per_second(data, device: torch.device, batch: int, images: 
 
 
 def nslab_images_per_second(data, device: torch.device, batch: int, images: int, warmup: int) -> float:
-    """Images/second of ``nslab.train.train``: epoch 1 warms up, epoch 2 (``images`` images) is timed."""
+    """Images/second of ``nslab.runs.train.train``: epoch 1 warms up, epoch 2 (``images`` images) is timed."""
+    from nslab.train import recipe, seed_everything, train
+
     from nslab import create_model, uniform_widths
     from nslab.data import ImageData
-    from nslab.train import recipe, seed_everything, train
 
     del warmup  # a whole warm-up epoch: channels-last conversion, allocator, kernel selection
     # a small test split so that the per-epoch evaluation (counted in the epoch time) stays negligible
@@ -128,8 +129,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="alternating timed runs of each loop")
     args = p.parse_args()
 
-    from nslab.data import load_dataset, synthetic_data
     from nslab.train import resolve_device
+
+    from nslab.data import load_dataset, synthetic_data
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)

@@ -3,21 +3,21 @@
 The flat public API: build networks from width vectors and count their parameters exactly; fit the
 per-layer power law to a pruning trajectory and generate widths for any parameter budget; load data,
 train and time networks; prune, run architecture descent and the baselines; the presets of
-:mod:`nslab.config` and the method registry of :mod:`nslab.methods`.
+:mod:`nslab.config` and the method registry of :mod:`nslab.scaling.methods`.
 """
 
-from .baselines import li_baseline, morphnet_baseline
 from .config import PRESETS, Preset, PruneSettings, Recipe, SearchSettings, preset, recipe
 from .data import DeviceBatches, ImageData, load_dataset, synthetic_data
-from .descent import SearchRun, architecture_descent, load_run
-from .latency import measure_latency
-from .latency_table import LatencyTable
-from .methods import METHODS, Budget, Context, get_method
 from .models import create_model, default_widths, macs, macs_counter, param_count, uniform_widths
-from .powerlaw import PowerLaw, fit_power_law, load_fit, published_fit
-from .prune import TaylorFO, prune
-from .solver import Scaled, scale_widths, widths_for_budget
-from .train import History, evaluate, train
+from .runs.train import History, evaluate, train
+from .scaling.baselines import li_baseline, morphnet_baseline
+from .scaling.latency import measure_latency
+from .scaling.latency_table import LatencyTable
+from .scaling.methods import METHODS, Budget, Context, get_method
+from .scaling.powerlaw import PowerLaw, fit_power_law, load_fit, published_fit
+from .scaling.solver import Scaled, scale_widths, widths_for_budget
+from .search.descent import SearchRun, architecture_descent, load_run
+from .search.prune import TaylorFO, prune
 
 __all__ = [
     "METHODS",

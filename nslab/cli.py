@@ -17,10 +17,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 
-from . import config, powerlaw
+from . import config
 from .data import DATASETS
 from .models import ARCHS, default_widths, param_count, uniform_widths
 from .reproduce import GridFailed, NotebookFailed
+from .scaling import powerlaw
 
 __all__ = ["build_parser", "main"]
 
@@ -130,7 +131,7 @@ def cmd_fit(args: argparse.Namespace) -> dict:
 def _law(args: argparse.Namespace) -> powerlaw.PowerLaw:
     """The law ``generate`` uses (``--run``, ``--published`` or ``--fit``); fills in arch/dataset/convcut."""
     if args.run:
-        from .descent import load_run
+        from .search.descent import load_run
 
         run = load_run(args.run)
         args.arch, args.dataset, args.convcut = run.arch, run.dataset, run.convcut
@@ -164,7 +165,7 @@ def cmd_generate(args: argparse.Namespace) -> dict:
         target = count(args.arch, uniform_widths(args.arch, ratio), args.dataset, args.convcut)
     table = None
     if metric == "latency":  # this machine's per-layer table: timed on first use, then cached on disk
-        from .latency_table import default_table
+        from .scaling.latency_table import default_table
 
         table = default_table(args.device, batch=args.batch)
     s = powerlaw.widths_for_budget(law, args.arch, args.dataset, target, round_to=args.round_to,
@@ -180,7 +181,7 @@ def cmd_generate(args: argparse.Namespace) -> dict:
 def cmd_train(args: argparse.Namespace) -> dict:
     from .data import dataset_spec, load_dataset, synthetic_spec
     from .models import create_model
-    from .train import resolve_device, seed_everything, train
+    from .runs.train import resolve_device, seed_everything, train
 
     t0 = time.perf_counter()
     device = resolve_device(args.device)
@@ -204,8 +205,8 @@ def cmd_train(args: argparse.Namespace) -> dict:
 
 def cmd_latency(args: argparse.Namespace) -> dict:
     from .data import dataset_spec
-    from .latency import measure_latency
     from .models import create_model
+    from .scaling.latency import measure_latency
 
     widths = _widths(args)
     spec = dataset_spec(args.dataset)
@@ -219,7 +220,7 @@ def cmd_latency(args: argparse.Namespace) -> dict:
 
 
 def cmd_search(args: argparse.Namespace) -> dict:
-    from .descent import architecture_descent
+    from .search.descent import architecture_descent
 
     search = config.preset(args.profile).search_for(None, pretrain_epochs=args.pretrain_epochs,
                                                     iterations=args.iterations, dataset=args.dataset)
@@ -231,7 +232,7 @@ def cmd_search(args: argparse.Namespace) -> dict:
 
 
 def cmd_morphnet(args: argparse.Namespace) -> dict:
-    from .baselines import morphnet_baseline
+    from .scaling.baselines import morphnet_baseline
 
     p = config.preset(args.profile)
     data = _search_data(args, p.search)
@@ -242,9 +243,9 @@ def cmd_morphnet(args: argparse.Namespace) -> dict:
 
 
 def cmd_li(args: argparse.Namespace) -> dict:
-    from .baselines import li_baseline
     from .data import dataset_spec, load_dataset, smoke_data
-    from .methods import Context
+    from .scaling.baselines import li_baseline
+    from .scaling.methods import Context
 
     p = config.preset(args.profile)
     start = p.search.start_ratio
@@ -275,7 +276,7 @@ def cmd_reproduce(args: argparse.Namespace) -> dict:
 
 def cmd_plan(args: argparse.Namespace) -> dict:
     from .paths import paths
-    from .plan import plan
+    from .runs.plan import plan
 
     return plan(config.preset(args.profile), paths(args.profile, None, args.results_dir, args.data_root),
                 gpus=args.gpus, device=args.device, probe=not args.no_probe)

@@ -1,7 +1,7 @@
 """The reproduction: the grid of the preset through an executor, then the notebooks with papermill.
 
-:func:`reproduce` computes every search and training run the notebooks will ask for (:mod:`nslab.grid`)
-with an executor (:mod:`nslab.executors`: in this process, or on Ray), then runs the notebooks, which find
+:func:`reproduce` computes every search and training run the notebooks will ask for (:mod:`nslab.runs.grid`)
+with an executor (:mod:`nslab.runs.executors`: in this process, or on Ray), then runs the notebooks, which find
 everything cached. A task that fails (after its retries) keeps the notebooks that need it from running;
 the others run, and :class:`GridFailed` names the failed tasks at the end.
 
@@ -133,7 +133,7 @@ class GridFailed(RuntimeError):
     """Tasks of the grid failed after their retries; the notebooks that did not need them ran.
 
     Attributes:
-        report: the executor's :class:`~nslab.executors.GridReport` (``failed``: name -> error).
+        report: the executor's :class:`~nslab.runs.executors.GridReport` (``failed``: name -> error).
         notebooks: what ran (``{"notebook", "executed", "seconds"}`` each).
         not_run: the notebooks left out because a task they need failed or was skipped.
     """
@@ -165,7 +165,7 @@ def reproduce(profile_name: str, only: Sequence[str] | None = None, data_root: s
         retries: runs again a failed task this many times (default: the preset's ``resources.retries``).
         grid_only: compute the grid, run no notebook.
         grid: compute the grid first (``None``: when the notebooks are the project's own, which
-            :func:`nslab.grid.notebook_requests` mirrors; other notebooks compute on demand).
+            :func:`nslab.runs.grid.notebook_requests` mirrors; other notebooks compute on demand).
         progress: bars on stderr.
 
     Returns:
@@ -176,9 +176,9 @@ def reproduce(profile_name: str, only: Sequence[str] | None = None, data_root: s
         NotebookFailed: a notebook raised.
         ValueError: an unknown profile, executor or notebook number; Ray missing for ``"ray"``.
     """
-    from . import grid as grid_
-    from .executors import GridReport, make_executor
     from .paths import paths as resolve_paths
+    from .runs import grid as grid_
+    from .runs.executors import GridReport, make_executor
 
     t0 = time.perf_counter()
     p = preset(profile_name)

@@ -3,8 +3,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from nslab import io, powerlaw
+from nslab import io
 from nslab.models import param_count
+from nslab.scaling import powerlaw
 
 DATA = Path(__file__).parent / "data"
 

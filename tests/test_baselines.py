@@ -4,15 +4,15 @@ import dataclasses
 
 import pytest
 import torch
+from nslab.prune import apply_masks, shrink_model
 
-import nslab.baselines as baselines
+import nslab.scaling.baselines as baselines
 from nslab import io
-from nslab.baselines import li_baseline, morphnet_baseline, transplant
 from nslab.config import BaselineSettings, PruneSettings, SearchSettings, preset, recipe, scale_epochs
 from nslab.data import synthetic_data
-from nslab.methods import Context
 from nslab.models import create_model, param_count, uniform_widths
-from nslab.prune import apply_masks, shrink_model
+from nslab.scaling.baselines import li_baseline, morphnet_baseline, transplant
+from nslab.scaling.methods import Context
 
 TINY = SearchSettings(
     PruneSettings(channels_per_step=8, batches_per_step=1, batch_size=16, pretrain_epochs=0, lr=0.05),

@@ -9,11 +9,11 @@ import importlib
 
 import pytest
 
-import nslab.descent as descent
-from nslab import benchmark
+import nslab.search.descent as descent
 from nslab.config import LatencySettings, PruneSettings, SearchSettings, Setting, preset
 from nslab.data import synthetic_data
 from nslab.paths import Paths
+from nslab.runs import studies
 
 train_module = importlib.import_module("nslab.train")  # the module; nslab.train is also the function
 SETTING = Setting("vgg11", "cifar10", "cifar10", (0.25,), seeds=(0,))
@@ -42,7 +42,7 @@ def counted(monkeypatch):
     monkeypatch.setattr(descent, "prune", prunes)
     monkeypatch.setattr(train_module, "train", trains)
     data = {"seed": 0}
-    monkeypatch.setattr(benchmark, "load_data",
+    monkeypatch.setattr(studies, "load_data",
                         lambda p, s, paths: synthetic_data(train_per_class=16, test_per_class=4, seed=data["seed"]))
     return prunes, trains, data
 
@@ -50,18 +50,18 @@ def counted(monkeypatch):
 def test_searches_are_reused_exactly_when_nothing_changed(tmp_path, counted):
     prunes, _, data = counted
     paths = Paths(tmp_path / "fig", tmp_path / "res", None)
-    run = benchmark.search(PRESET, SETTING, paths, progress=False)
+    run = studies.search(PRESET, SETTING, paths, progress=False)
     assert prunes.calls == 1
-    assert benchmark.search(PRESET, SETTING, paths, progress=False).run_dir == run.run_dir
+    assert studies.search(PRESET, SETTING, paths, progress=False).run_dir == run.run_dir
     assert prunes.calls == 1  # nothing changed: reused
     other = dataclasses.replace(PRESET, search=dataclasses.replace(
         PRESET.search, prune=dataclasses.replace(PRESET.search.prune, channels_per_step=6)))
-    assert benchmark.search(other, SETTING, paths, progress=False).run_dir != run.run_dir
+    assert studies.search(other, SETTING, paths, progress=False).run_dir != run.run_dir
     assert prunes.calls == 2  # a search setting changed: searched anew
     data["seed"] = 1
-    assert benchmark.search(PRESET, SETTING, paths, progress=False).run_dir != run.run_dir
+    assert studies.search(PRESET, SETTING, paths, progress=False).run_dir != run.run_dir
     assert prunes.calls == 3  # other data: searched anew
-    assert benchmark.search(PRESET, SETTING, paths, pretrain_epochs=1, progress=False).run_dir.name.startswith(
+    assert studies.search(PRESET, SETTING, paths, pretrain_epochs=1, progress=False).run_dir.name.startswith(
         "vgg11_cifar10_pe1_")
 
 
@@ -71,7 +71,7 @@ def test_training_runs_and_latency_records_are_keyed_by_everything(tmp_path, cou
 
     def runs(p, setting=SETTING):
         before = trains.calls
-        _, recs = benchmark.benchmark(p, setting, paths, methods=("uniform",), progress=False)
+        _, recs = studies.benchmark(p, setting, paths, methods=("uniform",), progress=False)
         assert len(recs) == 1 and recs[0]["latency_ms"] > 0
         return trains.calls - before
 
@@ -89,12 +89,12 @@ def test_training_runs_and_latency_records_are_keyed_by_everything(tmp_path, cou
 def test_methods_share_one_search_and_meet_the_budget(tmp_path, counted):
     prunes, _, _ = counted
     paths = Paths(tmp_path / "fig", tmp_path / "res", None)
-    run = benchmark.search(PRESET, SETTING, paths, progress=False)
-    data = benchmark.load_data(PRESET, SETTING, paths)
-    specs = benchmark.run_specs(PRESET, SETTING, run, ("uniform", "morphnet", "neuralscale_it1", "li"), data)
+    run = studies.search(PRESET, SETTING, paths, progress=False)
+    data = studies.load_data(PRESET, SETTING, paths)
+    specs = studies.run_specs(PRESET, SETTING, run, ("uniform", "morphnet", "neuralscale_it1", "li"), data)
     assert [s.method for s in specs] == ["uniform", "morphnet", "neuralscale_it1", "li"]
     assert [s.ratio for s in specs] == [0.25, 0.25, 0.25, 0.75]  # Li et al. prune to the 0.75 budget
-    ctx = benchmark.context(PRESET, SETTING, run)
+    ctx = studies.context(PRESET, SETTING, run)
     assert ctx.start_ratio == 0.125 and prunes.calls == 1
     from nslab.models import param_count
 

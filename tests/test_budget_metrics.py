@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from nslab.models import default_widths, macs, macs_counter, param_count, uniform_widths
-from nslab.powerlaw import PowerLaw, published_fit, scale_widths, widths_for_budget
-from nslab.solver import METRICS, Scaled
+from nslab.scaling.powerlaw import PowerLaw, published_fit, scale_widths, widths_for_budget
+from nslab.scaling.solver import METRICS, Scaled
 
 CASES = [("vgg11", "cifar10"), ("vgg11", "cifar100"), ("resnet18", "cifar10"), ("resnet18", "cifar100"),
          ("resnet18", "tinyimagenet"), ("mobilenetv2", "cifar10"), ("mobilenetv2", "cifar100"),

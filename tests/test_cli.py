@@ -122,7 +122,7 @@ def test_failed_notebook_exits_1_and_ctrl_c_130(capfd, monkeypatch):
     monkeypatch.setattr("nslab.reproduce.run_notebooks", fail)
     code, out, err = run(capfd, "reproduce", "--profile", "smoke", "--only", "03")  # 03 has no grid task
     assert code == 1 and not out and err.startswith("nslab reproduce: error: notebook 03_budget_explorer.ipynb")
-    monkeypatch.setattr("nslab.latency.measure_latency", interrupt)
+    monkeypatch.setattr("nslab.scaling.latency.measure_latency", interrupt)
     code, out, err = run(capfd, "latency", "vgg11", "--ratio", "0.125")
     assert code == 130 and not out and err.startswith("nslab latency: interrupted")
 

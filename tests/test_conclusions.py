@@ -3,8 +3,8 @@
 import pytest
 from conftest import write_authors_run
 
-from nslab import conclusions, explorer, tables
-from nslab.descent import load_run
+from nslab.search.descent import load_run
+from nslab.views import conclusions, explorer, tables
 
 
 def _row(method, ratio, accs, iteration=None):

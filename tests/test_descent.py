@@ -8,12 +8,12 @@ import textwrap
 import numpy as np
 import pytest
 
-import nslab.descent as descent
+import nslab.search.descent as descent
 from nslab import io
 from nslab.config import PruneSettings, SearchSettings
 from nslab.data import synthetic_data
-from nslab.descent import architecture_descent, iteration_dir, load_run
 from nslab.models import param_count, uniform_widths
+from nslab.search.descent import architecture_descent, iteration_dir, load_run
 
 TINY = SearchSettings(
     PruneSettings(channels_per_step=8, batches_per_step=1, batch_size=16, pretrain_epochs=0, lr=0.05),
@@ -137,7 +137,7 @@ _KILLED_SEARCH = textwrap.dedent("""
     torch.set_num_threads(1)
     from nslab.config import PruneSettings, SearchSettings
     from nslab.data import synthetic_data
-    from nslab.descent import architecture_descent
+    from nslab.search.descent import architecture_descent
     search = SearchSettings(PruneSettings(channels_per_step=8, batches_per_step=1, batch_size=16,
                                           pretrain_epochs=1, lr=0.05), iterations=1, synthetic=True,
                             start_ratio=0.125)

@@ -18,7 +18,7 @@ from nslab import create_model, uniform_widths
 from nslab.config import PruneSettings, preset, resolve
 from nslab.data import DeviceBatches, normalize, smoke_data
 from nslab.data.augment import normalizer
-from nslab.loop import GraphedStep, StepGraphs, sgd_update_, train_one_epoch
+from nslab.runs.loop import GraphedStep, StepGraphs, sgd_update_, train_one_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -166,8 +166,9 @@ def test_gpu_throughput_bench_dry_run_on_cpu():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_graphs_train_like_eager_on_cuda():
-    from nslab.data import synthetic_data
     from nslab.train import recipe, train
+
+    from nslab.data import synthetic_data
 
     data = synthetic_data(10, 64, 16)
     r = dataclasses.replace(recipe("smoke", "synthetic"), epochs=2)

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from nslab import config, grid
+from nslab import config
 from nslab.cli import main as cli_main
-from nslab.cluster import LocalCluster, session_processes
 from nslab.config.parts import Resources
-from nslab.executors import InProcessExecutor, make_executor
-from nslab.grid import Task
 from nslab.paths import paths as make_paths
+from nslab.runs import grid
+from nslab.runs.cluster import LocalCluster, session_processes
+from nslab.runs.executors import InProcessExecutor, make_executor
+from nslab.runs.grid import Task
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -154,7 +155,8 @@ def outputs(results: Path) -> dict[str, int]:
 
 
 def test_grid_computes_exactly_what_the_notebooks_then_read(tmp_path, monkeypatch):
-    from nslab import benchmark, descent
+    from nslab.runs import studies
+    from nslab.search import descent
 
     p = small_preset()
     where = make_paths("smoke", tmp_path / "fig", tmp_path / "res")
@@ -176,15 +178,15 @@ def test_grid_computes_exactly_what_the_notebooks_then_read(tmp_path, monkeypatc
 
     monkeypatch.setattr(descent, "_run_iteration", computes)
     monkeypatch.setattr(importlib.import_module("nslab.train"), "train", computes)  # nslab.train: the function
-    monkeypatch.setattr(importlib.import_module("nslab.baselines"), "li_baseline", computes)
+    monkeypatch.setattr(importlib.import_module("nslab.scaling.baselines"), "li_baseline", computes)
     # the calls of notebooks 01/02, 04, 05, 06, 07 and 08
-    benchmark.search(p, p.descent, where, iterations=1, progress=False)
-    benchmark.search(p, p.descent, where, progress=False)
-    benchmark.benchmark_all(p, where, progress=False)
-    benchmark.pretraining_study(p, p.pretrain[0], where, progress=False)
-    benchmark.convcut_study(p, p.convcut[0], where, progress=False)
+    studies.search(p, p.descent, where, iterations=1, progress=False)
+    studies.search(p, p.descent, where, progress=False)
+    studies.benchmark_all(p, where, progress=False)
+    studies.pretraining_study(p, p.pretrain[0], where, progress=False)
+    studies.convcut_study(p, p.convcut[0], where, progress=False)
     if getattr(p, "macs_study", None) is not None:  # notebook 08
-        benchmark.macs_study(p, where, progress=False)
+        studies.macs_study(p, where, progress=False)
     assert outputs(where.results) == before
     # only some notebooks: their tasks only
     only = grid.tasks(p, where, ["7"])

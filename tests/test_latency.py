@@ -1,4 +1,4 @@
-"""nslab.latency: the measurement protocol (modes, threads, shapes), not the speed of this machine."""
+"""nslab.scaling.latency: the measurement protocol (modes, threads, shapes), not the speed of this machine."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from nslab.latency import measure_latency
+from nslab.scaling.latency import measure_latency
 
 
 class Counting(nn.Module):
@@ -65,14 +65,14 @@ def test_cuda_uses_a_device_copy_and_events():
     assert mean > 0 and std >= 0
 
 
-# --- the per-layer lookup table (nslab.latency_table) ----------------------------------------------------
+# --- the per-layer lookup table (nslab.scaling.latency_table) ----------------------------------------------------
 
 import numpy as np  # noqa: E402
 
-from nslab.latency_table import LatencyTable, Op, grid_weights, network_ops  # noqa: E402
-from nslab.methods import METHODS, Context, get_method  # noqa: E402
 from nslab.models import create_model, default_widths, uniform_widths  # noqa: E402
-from nslab.powerlaw import published_fit, scale_widths, widths_for_budget  # noqa: E402
+from nslab.scaling.latency_table import LatencyTable, Op, grid_weights, network_ops  # noqa: E402
+from nslab.scaling.methods import METHODS, Context, get_method  # noqa: E402
+from nslab.scaling.powerlaw import published_fit, scale_widths, widths_for_budget  # noqa: E402
 
 
 def bilinear_ms(op: Op) -> float:

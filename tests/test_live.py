@@ -3,8 +3,8 @@
 import pytest
 from conftest import write_authors_run
 
-from nslab.descent import load_run
-from nslab.live import DescentView
+from nslab.search.descent import load_run
+from nslab.views.live import DescentView
 
 pytest.importorskip("anywidget")  # go.FigureWidget
 

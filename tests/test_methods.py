@@ -5,8 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from nslab.methods import METHODS, Budget, Context, get_method, keep_ratio_for_budget, morphnet_base
 from nslab.models import default_widths, param_count, uniform_widths
+from nslab.scaling.methods import METHODS, Budget, Context, get_method, keep_ratio_for_budget, morphnet_base
 
 
 @pytest.fixture(scope="module")

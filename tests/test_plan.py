@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from nslab import config, grid, plan
+from nslab import config
 from nslab.cli import main as cli_main
 from nslab.paths import paths as make_paths
+from nslab.runs import grid, plan
 
 
 def test_schedule_respects_dependencies_and_slots():

@@ -7,10 +7,12 @@ import plotly.graph_objects as go
 import pytest
 from conftest import write_authors_run
 
-from nslab import explorer, figures, io, plots, powerlaw
-from nslab import tables as results
-from nslab.methods import morphnet_base
+from nslab import io
 from nslab.models import macs, param_count, uniform_widths
+from nslab.scaling import powerlaw
+from nslab.scaling.methods import morphnet_base
+from nslab.views import explorer, figures, plots
+from nslab.views import tables as results
 
 
 def assert_readable(fig):

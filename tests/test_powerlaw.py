@@ -7,7 +7,7 @@ import pytest
 
 from nslab import io
 from nslab.models import default_widths, param_count, param_counter, uniform_widths
-from nslab.powerlaw import (
+from nslab.scaling.powerlaw import (
     PowerLaw,
     fit_log_linear,
     fit_power_law,

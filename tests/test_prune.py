@@ -6,9 +6,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from nslab.data import synthetic_data
-from nslab.models import create_model, default_widths, param_count, uniform_widths
 from nslab.prune import (
     BNScale,
     L1Norm,
@@ -21,6 +18,9 @@ from nslab.prune import (
     shrink_model,
     shrinkable_layers,
 )
+
+from nslab.data import synthetic_data
+from nslab.models import create_model, default_widths, param_count, uniform_widths
 
 TINY = {
     "vgg11": [6, 8, 8, 10, 10, 12, 12, 12],
@@ -407,7 +407,7 @@ def test_pretrain_accuracy_is_recorded_and_a_floor_stops_before_pruning(data, tm
 def test_taylor_reads_relu6_gates_as_the_release_before_the_activation():
     # the release gates MobileNetV2's stem right after its BatchNorm: its Taylor gradient sum(u * dL/du) on
     # the BN output u, which TaylorFO(relu6_gates="before") must give from the gate after the ReLU6
-    from nslab.criteria import TaylorFO
+    from nslab.search.criteria import TaylorFO
 
     torch.manual_seed(0)
     m = create_model("mobilenetv2", uniform_widths("mobilenetv2", 0.25), "cifar10").eval()

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from conftest import write_authors_run
 
-from nslab import powerlaw, shape
-from nslab.descent import load_run
 from nslab.models import param_count, uniform_widths
+from nslab.scaling import powerlaw
+from nslab.search.descent import load_run
+from nslab.views import shape
 
 
 def test_spearman_known_values():

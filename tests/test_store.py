@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from nslab import tables as results
-from nslab.store import ResultsStore, RunSpec
+from nslab.runs.store import ResultsStore, RunSpec
+from nslab.views import tables as results
 
 
 def spec(**kw) -> RunSpec:

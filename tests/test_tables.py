@@ -6,10 +6,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from nslab import benchmark, tables
 from nslab.config import preset
 from nslab.models import macs, uniform_widths
 from nslab.paths import Paths
+from nslab.runs import studies
+from nslab.views import tables
 
 
 def record(method="uniform", arch="vgg11", dataset="cifar10", ratio=0.25, seed=0, acc=80.0, **kw):
@@ -45,13 +46,13 @@ def test_presets_set_the_chance_margin_and_what_they_leave_out():
 
 
 def test_train_runs_checks_cached_records_too(monkeypatch, tmp_path):
-    monkeypatch.setattr(benchmark, "load_data", lambda p, s, paths: SimpleNamespace(spec=None))
-    monkeypatch.setattr(benchmark.ResultsStore, "ensure", lambda self, specs, compute, **kw: [record(acc=10.5)])
+    monkeypatch.setattr(studies, "load_data", lambda p, s, paths: SimpleNamespace(spec=None))
+    monkeypatch.setattr(studies.ResultsStore, "ensure", lambda self, specs, compute, **kw: [record(acc=10.5)])
     s = preset("cpu").benchmark[0]
     paths = Paths(tmp_path / "f", tmp_path / "r", None)
     with pytest.raises(ValueError, match="seed 0: best test accuracy 10.50%"):
-        benchmark.train_runs(preset("cpu"), s, [], paths, progress=False)
-    assert benchmark.train_runs(preset("smoke"), s, [], paths, progress=False)[0]["acc"] == 10.5
+        studies.train_runs(preset("cpu"), s, [], paths, progress=False)
+    assert studies.train_runs(preset("smoke"), s, [], paths, progress=False)[0]["acc"] == 10.5
 
 
 # --- summaries and comparison rows ------------------------------------------------------------------------
@@ -143,15 +144,15 @@ def test_caption_says_what_ran_and_what_was_left_out():
 def test_last_iteration_runs_beside_iteration_1_only_after_more_than_one(monkeypatch, tmp_path, iterations):
     seen = []
     run = SimpleNamespace(iterations=(None,) * iterations)
-    monkeypatch.setattr(benchmark, "load_data", lambda p, s, paths: None)
-    monkeypatch.setattr(benchmark, "run_specs", lambda p, s, run, methods, *a: seen.append(tuple(methods)) or [])
-    monkeypatch.setattr(benchmark, "train_runs", lambda *a, **k: [])
-    monkeypatch.setattr(benchmark, "search", lambda *a, **k: run)
+    monkeypatch.setattr(studies, "load_data", lambda p, s, paths: None)
+    monkeypatch.setattr(studies, "run_specs", lambda p, s, run, methods, *a: seen.append(tuple(methods)) or [])
+    monkeypatch.setattr(studies, "train_runs", lambda *a, **k: [])
+    monkeypatch.setattr(studies, "search", lambda *a, **k: run)
     p = dataclasses.replace(preset("smoke"), study_iterations=iterations)
     paths = Paths(tmp_path / "f", tmp_path / "r", None)
-    benchmark.benchmark(p, p.benchmark[0], paths, progress=False)
-    benchmark.convcut_study(p, p.convcut[0], paths, progress=False)
-    benchmark.benchmark(p, p.benchmark[0], paths, methods=("neuralscale_last",), run=run, progress=False)
+    studies.benchmark(p, p.benchmark[0], paths, progress=False)
+    studies.convcut_study(p, p.convcut[0], paths, progress=False)
+    studies.benchmark(p, p.benchmark[0], paths, methods=("neuralscale_last",), run=run, progress=False)
     last = [("neuralscale_last" in m) for m in seen]
     assert last == ([False, False, True] if iterations == 1 else [True, True, True])
     assert all("neuralscale_it1" in m for m in seen[:2])

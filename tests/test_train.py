@@ -9,10 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
-
-from nslab import create_model, uniform_widths
-from nslab.data import DeviceBatches, synthetic_data
 from nslab.train import (
     History,
     NonFiniteLossError,
@@ -27,6 +23,10 @@ from nslab.train import (
     train,
     train_one_epoch,
 )
+from torch import nn
+
+from nslab import create_model, uniform_widths
+from nslab.data import DeviceBatches, synthetic_data
 
 SMALL_VGG = [8, 16, 16, 16, 32, 32, 32, 32]
 

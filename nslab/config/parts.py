@@ -87,7 +87,7 @@ class PruneSettings:
         relu6_gates: where Taylor-FO reads MobileNetV2's stem and head gates: ``"before"`` ReLU6 (the
             release: right after the BatchNorm, like every other gate) or ``"after"`` it (nslab's earlier
             reading; the default only so that cached searches keep their keys). They differ only where
-            the BatchNorm output is >= 6 (see :class:`nslab.criteria.TaylorFO`).
+            the BatchNorm output is >= 6 (see :class:`nslab.search.criteria.TaylorFO`).
         drop_last: drop the last incomplete minibatch of every pass (the release's DataLoader keeps it:
             it counts towards ``batches_per_step`` like any other).
 
@@ -406,7 +406,7 @@ class Preset:
             search's).
         descent: the setting notebooks 01, 02 and 04 search on (Figures 2-3).
         benchmark: Figures 4-5 and Tables 1-2.
-        methods: the methods of the benchmark (names of :mod:`nslab.methods`).
+        methods: the methods of the benchmark (names of :mod:`nslab.scaling.methods`).
         pretrain_epochs: Figures 6-9 and Tables 3-4: the pre-training epochs P_e compared.
         pretrain: the settings of that study (VGG11, then MobileNetV2).
         convcut: Figures 10-11 and Tables 5-6: MobileNetV2 then ResNet18 settings.
@@ -414,10 +414,10 @@ class Preset:
             of chance (100 / classes %) stops the reproduction (``None``: no check, for runs at chance
             by design such as synthetic smoke runs).
         excluded: ``(method, reason)`` pairs this preset's tables leave out; the reason goes into the
-            tables' captions (:func:`nslab.tables.caption`).
+            tables' captions (:func:`nslab.views.tables.caption`).
         macs_study: notebook 08 (beyond the paper): the setting trained at equal MACs per image
-            (:func:`nslab.benchmark.macs_study`); ``None``: none.
-        resources: what each task of the grid asks an executor for (:mod:`nslab.executors`); scheduling
+            (:func:`nslab.runs.studies.macs_study`); ``None``: none.
+        resources: what each task of the grid asks an executor for (:mod:`nslab.runs.executors`); scheduling
             only, part of no cache key.
         prune_by_variant: :class:`PruneSettings` overrides by dataset variant, as ``(variant, ((field,
             value), ...))`` pairs, applied by :meth:`search_for` before a setting's own ``prune`` (the

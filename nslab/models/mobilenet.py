@@ -31,7 +31,7 @@ class ReLU6Gate(Gate):
 
     The release gates these two right after the BatchNorm, before the ReLU6. Masking is the same at either
     place (ReLU6(0) = 0), and so is the Taylor-FO gradient except where the BatchNorm output is >= 6 (ReLU6
-    passes no gradient there): :class:`nslab.criteria.TaylorFO` with ``relu6_gates="before"`` leaves those
+    passes no gradient there): :class:`nslab.search.criteria.TaylorFO` with ``relu6_gates="before"`` leaves those
     positions out and so reads this gate exactly as the release reads its own. (It stays after the ReLU6
     so that searches cached with the earlier reading keep meaning what they meant.)
     """

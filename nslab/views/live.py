@@ -22,10 +22,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..models import param_count
+from ..scaling.powerlaw import MIN_ROWS, fit_power_law
+from ..scaling.solver import widths_for_budget
 from . import plots
-from .models import param_count
-from .powerlaw import MIN_ROWS, fit_power_law
-from .solver import widths_for_budget
 
 __all__ = ["DescentView"]
 
@@ -156,7 +156,7 @@ class DescentView:
         return None if generated is None else list(generated)
 
     def on_row(self, iteration: int, widths: np.ndarray, params: np.ndarray) -> None:
-        """Live callback for :func:`nslab.benchmark.search` (``on_row=view.on_row``): redraw, throttled."""
+        """Live callback for :func:`nslab.runs.studies.search` (``on_row=view.on_row``): redraw, throttled."""
         if self._live and iteration > self._live[0]:  # the previous iteration finished: keep it, in grey
             self._history[self._live[0]] = self._live[1]
         now = time.perf_counter()
@@ -171,7 +171,7 @@ class DescentView:
     # --- replay ----------------------------------------------------------------------------------------
 
     def replay(self, run, by: str = "iterations", frames: int = 30, autoplay: bool = True) -> None:
-        """Load a finished :class:`nslab.descent.SearchRun` and play it back.
+        """Load a finished :class:`nslab.search.descent.SearchRun` and play it back.
 
         Args:
             run: the search.

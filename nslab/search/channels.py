@@ -23,8 +23,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .data import DatasetSpec
-from .models import Gate, create_model, default_widths, get_arch
+from ..data import DatasetSpec
+from ..models import Gate, create_model, default_widths, get_arch
 
 __all__ = ["apply_masks", "channel_map", "empty_model", "find_gates", "shrink_model", "shrinkable_layers"]
 

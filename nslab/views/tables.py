@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from . import io
-from .config import preset
-from .methods import METHODS, Context
-from .models import macs, param_count
+from .. import io
+from ..config import preset
+from ..models import macs, param_count
+from ..scaling.methods import METHODS, Context
 
 # Our "last iteration" is the paper's iteration 15 under the paper profile; compare them in tables.
 PAPER_METHOD = {"neuralscale_last": "neuralscale_it15"}
@@ -74,7 +74,7 @@ def check_chance(records: Iterable[Mapping[str, Any]], margin: float | None) -> 
     """
     if margin is None:
         return
-    from .data import dataset_spec
+    from ..data import dataset_spec
 
     bad = []
     for r in records:
@@ -295,7 +295,7 @@ def caption(p, title: str, settings: Sequence[Any] = (), table: int | None = Non
 
 
 def equal_budget_table(summary: Sequence[Mapping[str, Any]]) -> list[dict]:
-    """Notebook 08: :func:`comparison_table` rows of :func:`nslab.benchmark.macs_study`'s summary, each label
+    """Notebook 08: :func:`comparison_table` rows of :func:`nslab.runs.studies.macs_study`'s summary, each label
     saying what the network held equal to uniform's (``budget``: ``"macs"`` or ``"params"``)."""
     rows = comparison_table(summary, extra=("budget",))
     for r in rows:
@@ -312,7 +312,7 @@ def paper_table(done: Sequence[tuple[Any, list[dict], list[dict]]], table: int,
     """The comparison rows (reproduced beside published) of the settings that stand in for ``table``.
 
     Args:
-        done: ``(setting, records, summary)`` per benchmarked setting (:func:`nslab.benchmark.benchmark_all`).
+        done: ``(setting, records, summary)`` per benchmarked setting (:func:`nslab.runs.studies.benchmark_all`).
         table: the paper's table number.
         extra: further keys that identify a row.
 
@@ -341,7 +341,7 @@ def descent_panels(ctx: Context, run, ratios: Sequence[float]) -> tuple[dict, di
 
     Args:
         ctx: the search's method context (budgets of the ratios).
-        run: the :class:`nslab.descent.SearchRun`.
+        run: the :class:`nslab.search.descent.SearchRun`.
         ratios: the paper's ratios to show.
 
     Returns:
@@ -363,7 +363,7 @@ def descent_panels(ctx: Context, run, ratios: Sequence[float]) -> tuple[dict, di
 
 
 def trajectory_rows(it, every: int = 10) -> list[dict]:
-    """Every ``every``-th recorded row of an :class:`~nslab.descent.Iteration` (and the last)."""
+    """Every ``every``-th recorded row of an :class:`~nslab.search.descent.Iteration` (and the last)."""
     idx = sorted(set(range(0, len(it.widths), every)) | {len(it.widths) - 1})
     return [{"row": i, "params": int(it.params[i]), "channels": int(it.widths[i].sum()),
              "widths": [int(x) for x in it.widths[i]]} for i in idx]
@@ -391,8 +391,8 @@ def authors_panels(directory: str | Path | None) -> list:
     Raises:
         ValueError: the folder exists but holds none of :data:`AUTHORS_FILES`.
     """
+    from ..scaling.powerlaw import fit_power_law
     from .plots import PowerLawPanel
-    from .powerlaw import fit_power_law
 
     if directory is None:
         return []

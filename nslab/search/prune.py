@@ -1,14 +1,14 @@
 """Algorithm 1's run: pre-training, then pruning epochs, with checkpoint and resume.
 
 :func:`prune` builds a fresh network, pre-trains it, then keeps training it with the
-:class:`~nslab.pruner.Pruner` (the state object of Algorithm 1, in :mod:`nslab.pruner`) stepping in
-through the loop's ``on_step`` hook (:func:`~nslab.loop.train_one_epoch`) until the stop fraction, and
-returns the pruner's :class:`~nslab.pruner.PruneResult`. With a ``run_dir`` it writes a checkpoint after
+:class:`~nslab.search.pruner.Pruner` (the state object of Algorithm 1, in :mod:`nslab.search.pruner`) stepping in
+through the loop's ``on_step`` hook (:func:`~nslab.runs.loop.train_one_epoch`) until the stop fraction, and
+returns the pruner's :class:`~nslab.search.pruner.PruneResult`. With a ``run_dir`` it writes a checkpoint after
 every pre-training epoch and every prune step, and a second call with the same directory resumes at the
 last of them (on CPU the trajectory is bit for bit the uninterrupted one).
 
 The names pruning is used with (:class:`Pruner`, :class:`PruneResult`, the criteria, the channel
-helpers of :mod:`nslab.channels`, :class:`~nslab.config.PruneSettings`) are re-exported here.
+helpers of :mod:`nslab.search.channels`, :class:`~nslab.config.PruneSettings`) are re-exported here.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import checkpoint
+from ..config import PruneSettings, resolve
+from ..data import DatasetSpec, DeviceBatches, ImageData, dataset_spec
+from ..models import create_model, default_widths
+from ..runs import checkpoint
+from ..runs.loop import NonFiniteLossError, Step, StepGraphs, channels_last_ok, evaluate, train_one_epoch
 from .channels import Dataset, apply_masks, channel_map, empty_model, find_gates, shrink_model, shrinkable_layers
-from .config import PruneSettings, resolve
 from .criteria import CRITERIA, BNScale, L1Norm, Scores, TaylorFO, gate_gradients, make_criterion
-from .data import DatasetSpec, DeviceBatches, ImageData, dataset_spec
-from .loop import NonFiniteLossError, Step, StepGraphs, channels_last_ok, evaluate, train_one_epoch
-from .models import create_model, default_widths
 from .pruner import Pruner, PruneResult
 
 __all__ = [
@@ -141,7 +141,7 @@ def _pretrain(model, opt, batches: DeviceBatches, s: PruneSettings, seed: int, r
     t0 = time.perf_counter() - run.pretrain_seconds
     n, total = len(batches), s.pretrain_epochs * len(batches)
     linear = s.pretrain_schedule == "linear"  # to zero at the end: a short run settles, as the cpu recipe's
-    # no hooks before pruning starts: on CUDA every full-size step can replay one graph (nslab.loop.GraphedStep)
+    # no hooks before pruning starts: on CUDA every full-size step can replay one graph (nslab.runs.loop.GraphedStep)
     graphs = StepGraphs()  # off CUDA it hands out no graph: the eager step
     for epoch in tqdm(range(run.pretrained, s.pretrain_epochs), desc="pre-train", disable=not progress, leave=False):
         train_one_epoch(model, batches.iterate(seed * 100_003 + epoch), opt,
@@ -246,7 +246,7 @@ def prune(
         device: training device.
         seed: initialisation, batch order and augmentation.
         criterion: importance callable ``model -> [(w_i,) scores]`` (higher = keep), or a name in
-            :data:`~nslab.criteria.CRITERIA`; default :class:`TaylorFO`. Objects with ``attach``/``reset``
+            :data:`~nslab.search.criteria.CRITERIA`; default :class:`TaylorFO`. Objects with ``attach``/``reset``
             are attached to each rebuilt network and reset after each prune step.
         progress: show tqdm bars.
         on_row: called after every recorded row (and after its checkpoint) with the trajectory so far,

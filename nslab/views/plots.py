@@ -2,7 +2,7 @@
 
 Every figure has a title, axis titles with units and a legend; parameter axes are in parameters
 (log scale where the paper's are), widths in filters (channels), latency in milliseconds, accuracy in %.
-Saving is :mod:`nslab.figures`' job.
+Saving is :mod:`nslab.views.figures`' job.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
-from .powerlaw import PowerLaw
+from ..scaling.powerlaw import PowerLaw
 
 PALETTE = qualitative.Plotly + qualitative.D3  # 20 distinct colours: one per layer up to 20 layers
 METHOD_STYLE = {  # colour and marker per method, the same in every figure
@@ -75,7 +75,7 @@ def trajectory_figure(
         title: figure title.
 
     Returns:
-        One line per layer (the live view of a running search is :class:`nslab.live.DescentView`).
+        One line per layer (the live view of a running search is :class:`nslab.views.live.DescentView`).
     """
     w = np.asarray(widths).reshape(len(params), -1)
     fig = go.Figure()
@@ -354,8 +354,8 @@ def accuracy_figure(
 
     Args:
         rows: summary rows with ``series`` (method), ``params``, ``latency_ms`` or ``latency_x``,
-            ``acc_mean``, ``acc_std`` (as :func:`nslab.tables.summarize` and
-            :func:`nslab.tables.latency_ratios` return them).
+            ``acc_mean``, ``acc_std`` (as :func:`nslab.views.tables.summarize` and
+            :func:`nslab.views.tables.latency_ratios` return them).
         x: ``"params"`` (log axis, parameters), ``"latency_x"`` (latency relative to uniform at the same
             budget, on each side's own machine) or ``"latency"`` (this machine's milliseconds; no paper
             markers: the paper's are GTX 1080 Ti milliseconds).
@@ -414,7 +414,7 @@ def equal_budget_figure(rows: Sequence[Mapping], title: str) -> go.Figure:
     method and budget; a filled marker held uniform's MACs, a hollow one its parameters.
 
     Args:
-        rows: :func:`nslab.tables.comparison_table` rows with ``budget`` (``"macs"`` / ``"params"``),
+        rows: :func:`nslab.views.tables.comparison_table` rows with ``budget`` (``"macs"`` / ``"params"``),
             ``label``, ``method``, ``params_m``, ``macs_m``, ``acc_mean``, ``acc_std``, ``n_seeds``.
         title: figure title.
     """

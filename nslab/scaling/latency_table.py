@@ -34,14 +34,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import io
-from .data import DatasetSpec, dataset_spec
+from .. import io
+from ..data import DatasetSpec, dataset_spec
+from ..models import create_model, get_arch, uniform_widths
+from ..models import mobilenet as _mobilenet
+from ..models import resnet as _resnet
+from ..models import vgg as _vgg
+from ..paths import default_cache_dir
 from .latency import forward_times
-from .models import create_model, get_arch, uniform_widths
-from .models import mobilenet as _mobilenet
-from .models import resnet as _resnet
-from .models import vgg as _vgg
-from .paths import default_cache_dir
 
 __all__ = ["MAX_WIDTH", "LatencyTable", "Op", "default_table", "grid_weights", "network_ops"]
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .io import atomic_write
+from ..io import atomic_write
 
 __all__ = ["check_settings", "load", "rng_state", "save", "set_rng_state"]
 

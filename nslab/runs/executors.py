@@ -1,6 +1,6 @@
-"""Executors of the reproduction grid (:mod:`nslab.grid`): in this process, or on a Ray cluster.
+"""Executors of the reproduction grid (:mod:`nslab.runs.grid`): in this process, or on a Ray cluster.
 
-Both take the same list of :class:`~nslab.grid.Task` s and return a :class:`GridReport`:
+Both take the same list of :class:`~nslab.runs.grid.Task` s and return a :class:`GridReport`:
 
 - a task whose result is already written is *cached* (not run again: a rerun after a crash or a killed
   driver recomputes nothing that finished, and the running tasks resume from their checkpoints);
@@ -13,7 +13,7 @@ Both take the same list of :class:`~nslab.grid.Task` s and return a :class:`Grid
 :class:`InProcessExecutor` runs one task at a time in this process (the default; needs nothing more).
 :class:`RayExecutor` runs them on a Ray cluster (``pip install -e ".[ray]"``), each task asking for the
 preset's CPUs and GPU fraction, so several small runs share a GPU; without an address it starts a local
-cluster of its own (:mod:`nslab.cluster`). Progress (done / running / failed, ETA) goes to stderr.
+cluster of its own (:mod:`nslab.runs.cluster`). Progress (done / running / failed, ETA) goes to stderr.
 """
 
 from __future__ import annotations
@@ -271,7 +271,7 @@ def _threads(t: Task) -> int:
 
 def _run(task: Task, threads: int) -> None:
     """``task.run()`` with ``threads`` torch threads (its CPU count: the same on Ray and in process)."""
-    from .benchmark import _threads as torch_threads
+    from .studies import _threads as torch_threads
 
     with torch_threads(threads):
         task.run()
@@ -283,7 +283,7 @@ class RayExecutor:
     Args:
         address: an existing cluster (``"auto"`` or ``"HOST:PORT"``); ``None`` starts a local cluster of
             ``num_cpus`` CPUs (and ``num_gpus`` GPUs) in a known place beside ``cluster_dir``, killing the
-            leftovers of a previous driver that was killed (:class:`nslab.cluster.LocalCluster`).
+            leftovers of a previous driver that was killed (:class:`nslab.runs.cluster.LocalCluster`).
         cluster_key: what names the local cluster's place (the results directory: one cluster per results
             directory); ``None``: ``"default"``.
         num_cpus, num_gpus: the local cluster's size (default: every CPU; the GPUs torch sees).

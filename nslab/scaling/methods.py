@@ -10,7 +10,7 @@ search, and what the search found):
 - ``morphnet``: MorphNet (Taylor-FO): the start network pruned to ``keep`` of its channels, then one
   global factor to the budget;
 - ``li``: Li et al.: one keep ratio of every layer's largest-L1 filters solved to the budget (its
-  training, train-prune-fine-tune, is :func:`nslab.baselines.li_baseline`; parameter budgets only);
+  training, train-prune-fine-tune, is :func:`nslab.scaling.baselines.li_baseline`; parameter budgets only);
 - ``neuralscale_it1`` / ``neuralscale_last``: Algorithm 3 with the fit of descent iteration 1 / the last.
 
 The explorer (notebook 03), the command line and the benchmark all call :func:`get_method`.
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .models import param_counter, uniform_widths
+from ..models import param_counter, uniform_widths
 from .powerlaw import PowerLaw, published_fit
 from .solver import check_metric, counter, scale_widths, widths_for_budget
 
@@ -77,7 +77,7 @@ class Context:
             ``uniform_widths(arch, r * scale)`` (``None``: ``start_ratio``, a narrower grid for a narrower
             search; 1.0 keeps the paper's budgets whatever network the search started from).
         latency: the lookup table latency budgets are predicted with (``None``: this machine's CPU
-            table, :func:`nslab.latency_table.default_table`, made on first use).
+            table, :func:`nslab.scaling.latency_table.default_table`, made on first use).
     """
 
     arch: str
@@ -111,7 +111,7 @@ class Context:
 
     @classmethod
     def from_run(cls, run, morphnet_keep: float = 0.5, scale: float | None = None) -> Context:
-        """The context of a :class:`nslab.descent.SearchRun` (its start, its fits, iteration 1's trajectory)."""
+        """The context of a :class:`nslab.search.descent.SearchRun` (its start, its fits, iteration 1's trajectory)."""
         its = run.iterations
         start_ratio = float(run.settings["search"]["start_ratio"])
         return cls(run.arch, run.dataset, run.convcut, start_ratio, tuple(i.law for i in its),

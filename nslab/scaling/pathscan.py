@@ -1,6 +1,6 @@
 """The integer width vectors on a rounded power law's path, and where a projection shortcut switches the count.
 
-The budget solver (:mod:`nslab.solver`) searches the path ``max(floor, round(alpha * x^beta))`` over
+The budget solver (:mod:`nslab.scaling.solver`) searches the path ``max(floor, round(alpha * x^beta))`` over
 x > 0. Where a network's count (parameters or MACs: everything here works on any count that grows
 with every width except where a switchable projection vanishes) is not monotone in its widths
 (ResNet18's and MobileNetV2's stride-1 blocks have a projection shortcut only while their input and
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import DatasetSpec
-from .models import get_arch, macs_counter, param_counter
+from ..data import DatasetSpec
+from ..models import get_arch, macs_counter, param_counter
 
 _COUNTERS = {"params": param_counter, "macs": macs_counter}  # the exact counts the scan applies to
 _MAX_SCAN = 1 << 16  # most width vectors the budget solver lays out in one window (memory guard)

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import io
-from .config import digest
+from .. import io
+from ..config import digest
 
 __all__ = ["ResultsStore", "RunSpec"]
 

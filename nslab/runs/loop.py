@@ -7,7 +7,7 @@ NaN/inf loss. :func:`evaluate` gives test loss and accuracy. Around them: the de
 (:func:`resolve_device`, :func:`seed_everything`), the memory-format rule (:func:`channels_last_ok`)
 and the per-step context managers (bf16 autocast on CUDA, cuDNN autotuning), and the training step as one
 CUDA graph (:class:`GraphedStep`, kept per run by :class:`StepGraphs`). The full, checkpointed run is
-:func:`nslab.train.train`; the pruning run is :func:`nslab.prune.prune`.
+:func:`nslab.runs.train.train`; the pruning run is :func:`nslab.search.prune.prune`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import DeviceBatches
+from ..data import DeviceBatches
 
 __all__ = [
     "EpochStats",

@@ -2,14 +2,14 @@
 
 A budget is counted in one of three metrics: ``"params"`` (parameters, the paper's), ``"macs"``
 (multiply-accumulates of one image, :func:`nslab.models.macs`) or ``"latency"`` (milliseconds per
-forward pass predicted by a per-layer lookup table measured on this device, :mod:`nslab.latency_table`).
+forward pass predicted by a per-layer lookup table measured on this device, :mod:`nslab.scaling.latency_table`).
 :func:`widths_for_budget` searches the law's rounded path (``max(floor, round(alpha * tau^beta))``) for
 the exact count closest to the budget; :func:`scale_widths` does the same for one global factor on
 fixed widths (the MorphNet-style baseline). Where a network's count is not monotone in its widths
 (ResNet18's and MobileNetV2's switchable projection shortcuts, in parameters and in MACs alike) a
-window of the path is also scanned (:mod:`nslab.pathscan`); :func:`widths_for_budget` states the
+window of the path is also scanned (:mod:`nslab.scaling.pathscan`); :func:`widths_for_budget` states the
 guarantee. The paper's gradient descent is kept as ``method="sgd"`` for comparison. The laws themselves
-(Algorithm 2) are in :mod:`nslab.powerlaw`.
+(Algorithm 2) are in :mod:`nslab.scaling.powerlaw`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..data import DatasetSpec
+from ..models import default_widths, get_arch, macs_counter, param_counter, uniform_widths
 from . import pathscan
-from .data import DatasetSpec
-from .models import default_widths, get_arch, macs_counter, param_counter, uniform_widths
 
 if TYPE_CHECKING:  # annotations only: powerlaw re-exports this module's public names, so no runtime import
     from .latency_table import LatencyTable
@@ -82,7 +82,7 @@ def counter(
     Args:
         arch, dataset, convcut: the network.
         metric: ``"params"``, ``"macs"`` or ``"latency"``.
-        latency: the lookup table for ``"latency"`` (``None``: :func:`nslab.latency_table.default_table`,
+        latency: the lookup table for ``"latency"`` (``None``: :func:`nslab.scaling.latency_table.default_table`,
             this machine's CPU).
     """
     check_metric(metric)
@@ -146,7 +146,7 @@ def _solve(
     Bisection on ln x (:func:`_bracket`) finds adjacent path points around the budget. Without
     ``shortcuts`` the count is non-decreasing in x, so the closer of the two is the closest on the
     whole path. With them it is not (a projection vanishes where two linked widths meet):
-    :func:`~nslab.pathscan.window` bounds where a closer point can lie and :func:`~nslab.pathscan.scan`
+    :func:`~nslab.scaling.pathscan.window` bounds where a closer point can lie and :func:`~nslab.scaling.pathscan.scan`
     finds the closest one there.
     Single-layer nudges (:func:`_refine`, unless ``nudge`` is off) then close the last gap. The exact
     guarantee is stated in :func:`widths_for_budget`. ``problem`` names the metric and network in
@@ -379,7 +379,7 @@ def widths_for_budget(
     those limits (and ``floor``), or nudging from the bisection's point alone.
 
     Guarantee (``"latency"``): weaker, because the count is the lookup table's prediction (a sum of
-    measured, interpolated per-layer latencies, :class:`nslab.latency_table.LatencyTable`), which is
+    measured, interpolated per-layer latencies, :class:`nslab.scaling.latency_table.LatencyTable`), which is
     neither monotone in the widths nor free of noise. Bisection in ln tau on that prediction ends at
     two adjacent path points whose predictions lie on either side of the budget, and the closer is
     returned: a crossing of the budget by the predicted latency, not necessarily the closest point of
@@ -398,7 +398,7 @@ def widths_for_budget(
             comparison; parameters only).
         metric: ``"params"`` (default), ``"macs"`` or ``"latency"``.
         latency: the lookup table for ``metric="latency"`` (``None``: this machine's CPU table,
-            :func:`nslab.latency_table.default_table`); ignored otherwise.
+            :func:`nslab.scaling.latency_table.default_table`); ignored otherwise.
 
     Returns:
         :class:`Scaled` with the widths, their exact parameters and MACs (and predicted latency), the

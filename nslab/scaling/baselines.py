@@ -1,7 +1,7 @@
 """The paper's baselines that need their own training or pruning runs.
 
 - MorphNet (Taylor-FO), standalone: prune the start network once to ``morphnet_keep`` of its channels
-  (Algorithm 1 with that stop fraction), then :data:`nslab.methods.METHODS` ``["morphnet"]`` scales it
+  (Algorithm 1 with that stop fraction), then :data:`nslab.scaling.methods.METHODS` ``["morphnet"]`` scales it
   per budget. (In the benchmark the same network is read off descent iteration 1, which is that very run
   continued.)
 - Li et al. (2017): train the start network, keep the filters of largest L1 norm in every layer with one
@@ -19,13 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import io
-from .config import BaselineSettings, Recipe, SearchSettings, resolve
-from .data import ImageData
-from .descent import search_data
+from .. import io
+from ..config import BaselineSettings, Recipe, SearchSettings, resolve
+from ..data import ImageData
+from ..models import create_model
+from ..search.descent import search_data
+from ..search.prune import L1Norm, channel_map, prune
 from .methods import Budget, Context, get_method, keep_ratio_for_budget
-from .models import create_model
-from .prune import L1Norm, channel_map, prune
 
 __all__ = ["LiResult", "MorphNetResult", "li_baseline", "morphnet_baseline", "transplant"]
 
@@ -68,13 +68,13 @@ def morphnet_baseline(
 
     Args:
         arch, dataset, convcut: the network.
-        data: training data (see :func:`nslab.descent.search_data`; the search's subset applies).
+        data: training data (see :func:`nslab.search.descent.search_data`; the search's subset applies).
         search: the pruning schedule and start network (its stop fraction replaced by ``morphnet_keep``).
         baseline: the MorphNet fraction.
-        ratios: the budgets, as the paper's uniform ratios (:meth:`nslab.methods.Context.budget`).
+        ratios: the budgets, as the paper's uniform ratios (:meth:`nslab.scaling.methods.Context.budget`).
         out_dir: when given, writes ``trajectory.csv`` and ``morphnet.json`` there; an existing
             ``morphnet.json`` of the same settings is reused (no pruning).
-        seed, device, progress: as for :func:`~nslab.prune.prune`.
+        seed, device, progress: as for :func:`~nslab.search.prune.prune`.
     """
     settings = dataclasses.replace(search.prune, stop_fraction=baseline.morphnet_keep)
     data = search_data(search, dataset, data, seed)
@@ -112,7 +112,7 @@ def transplant(
 ) -> nn.Module:
     """A network of ``widths`` that inherits ``model``'s weights of the kept channels.
 
-    For every tensor, the dimensions a width entry indexes (:func:`~nslab.prune.channel_map`) are sliced
+    For every tensor, the dimensions a width entry indexes (:func:`~nslab.search.prune.channel_map`) are sliced
     to ``keep[i]``. Dimensions tied to a width by a factor (MobileNetV2's expanded channels) keep their
     leading channels, and tensors that do not exist in ``model`` (a shortcut that became a projection)
     keep their fresh initialisation. For VGG11 this is exact filter removal, as in Li et al.
@@ -157,7 +157,7 @@ class LiResult:
         target: the budget.
         keep_ratio: q, the per-layer fraction of filters kept.
         model: the pruned, fine-tuned network.
-        train_history: ``nslab.train.History`` of the full network's training.
+        train_history: ``nslab.runs.train.History`` of the full network's training.
         finetune_history: ``History`` of the fine-tuning.
     """
 
@@ -211,7 +211,7 @@ def li_baseline(
         seed: initialisation and data-order seed.
         device: training device (default CUDA when available).
     """
-    from .train import seed_everything, train
+    from ..runs.train import seed_everything, train
 
     ctx = Context(arch, dataset, convcut, start_ratio)
     widths = get_method("li")(ctx, Budget(int(round(budget))))

@@ -2,13 +2,13 @@
 
 :class:`Pruner` holds everything Algorithm 1 carries between steps (alive channels per width entry,
 physical widths, masks, the recorded rows and their exact parameter counts, losses, the stop reason) and
-is driven by the one training loop, :func:`~nslab.loop.train_one_epoch`, through its ``on_step`` hook:
+is driven by the one training loop, :func:`~nslab.runs.loop.train_one_epoch`, through its ``on_step`` hook:
 every ``batches_per_step`` optimizer steps it ranks the channels with a criterion
-(:mod:`nslab.criteria`), removes the ``channels_per_step`` lowest globally (:func:`_select`), rebuilds
-the network smaller where that is exact and worth it (:mod:`nslab.channels`), records a row once every
+(:mod:`nslab.search.criteria`), removes the ``channels_per_step`` lowest globally (:func:`_select`), rebuilds
+the network smaller where that is exact and worth it (:mod:`nslab.search.channels`), records a row once every
 layer has lost a channel, and stops the pass at the stop fraction. :meth:`Pruner.finish` gives the
 :class:`PruneResult`. The run around it (pre-training, pruning epochs, checkpoints) is
-:func:`nslab.prune.prune`.
+:func:`nslab.search.prune.prune`.
 
 Masked channels are excluded from the ranking and counted as removed: trajectory rows are always the
 logical widths (alive channels) and their exact :func:`~nslab.models.param_count`.
@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import PruneSettings
+from ..models import param_count
+from ..runs.loop import NonFiniteLossError, Step
 from .channels import Dataset, apply_masks, shrink_model, shrinkable_layers
-from .config import PruneSettings
 from .criteria import Scores, TaylorFO
-from .loop import NonFiniteLossError, Step
-from .models import param_count
 
 __all__ = ["PruneResult", "Pruner"]
 
@@ -107,14 +107,14 @@ def _select(
 
 
 class Pruner:
-    """Algorithm 1's state between prune steps, driven by :func:`~nslab.loop.train_one_epoch`.
+    """Algorithm 1's state between prune steps, driven by :func:`~nslab.runs.loop.train_one_epoch`.
 
     Usage: ``pruner.attach(model)``, then pass ``pruner.on_step`` (or a function calling it) as the
     loop's ``on_step`` until ``pruner.done``; ``pruner.finish(model)`` gives the :class:`PruneResult`.
     Every ``batches_per_step`` calls, :meth:`on_step` takes a prune step: it ranks the alive channels
     with the criterion, removes the ``channels_per_step`` lowest (masks them at their gates), rebuilds
     the network smaller when enough shrinkable channels are masked (assigning the new model and optimiser
-    to the :class:`~nslab.loop.Step`, so the loop continues with them), records a row once every entry
+    to the :class:`~nslab.runs.loop.Step`, so the loop continues with them), records a row once every entry
     has lost a channel, and sets ``step.stop`` once the stop fraction is reached.
 
     :meth:`state_dict` / :meth:`load_state_dict` carry the state across processes. They hold no
@@ -125,7 +125,7 @@ class Pruner:
         arch, start, dataset, convcut: the network pruning starts from (``start``: its (L,) widths).
         settings: the schedule (``channels_per_step``, ``batches_per_step``, stop and shrink rules).
         criterion: importance callable ``model -> [(w_i,) scores]`` (higher = keep); default
-            :class:`~nslab.criteria.TaylorFO`. One with ``attach``/``detach``/``reset`` is attached to
+            :class:`~nslab.search.criteria.TaylorFO`. One with ``attach``/``detach``/``reset`` is attached to
             every rebuilt network and reset after every prune step.
         device: where the masks live (the model's device).
     """

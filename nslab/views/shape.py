@@ -7,7 +7,7 @@ Two numbers per configuration, both against the authors' configuration at the sa
 - :func:`mean_abs_log2`: the mean over layers of ``|log2(a_l / b_l)|`` (0: equal widths; 1: every layer
   off by a factor of two).
 
-:func:`agreement` computes both for every iteration of a :class:`~nslab.descent.SearchRun` at the paper's
+:func:`agreement` computes both for every iteration of a :class:`~nslab.search.descent.SearchRun` at the paper's
 budget of a ratio; :func:`published_configurations` gives the authors' configurations at a set of budgets
 (Figure 3's hollow markers). The goal of a CPU-scale search (:data:`GOAL_SPEARMAN`,
 :data:`GOAL_MEAN_ABS_LOG2`) is checked by :func:`meets_goal`.
@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .models import param_count, uniform_widths
-from .powerlaw import published_fit, published_fits, widths_for_budget
+from ..models import param_count, uniform_widths
+from ..scaling.powerlaw import published_fit, published_fits, widths_for_budget
 
 __all__ = ["GOAL_MEAN_ABS_LOG2", "GOAL_SPEARMAN", "agreement", "mean_abs_log2", "meets_goal", "published_name",
            "published_configurations", "spearman"]
@@ -92,7 +92,7 @@ def published_name(arch: str, dataset: str) -> str | None:
 def published_configurations(arch: str, dataset: str, budgets: Mapping[str, float],
                              iterations: Sequence[int] = (1, 15), convcut: bool = False
                              ) -> dict[str, dict[str, list[int]]] | None:
-    """The authors' configurations at each budget, for :func:`nslab.plots.configurations_figure`'s ``reference``.
+    """The authors' configurations at each budget, for :func:`nslab.views.plots.configurations_figure`'s ``reference``.
 
     Args:
         arch, dataset, convcut: the network (its parameter count).
@@ -122,8 +122,8 @@ def agreement(run, reference_name: str = "vgg11-cifar10", reference_iteration: i
     budget the paper reports.
 
     Args:
-        run: a :class:`nslab.descent.SearchRun` (of the reference's architecture).
-        reference_name: the authors' published search (:func:`nslab.powerlaw.published_fits`).
+        run: a :class:`nslab.search.descent.SearchRun` (of the reference's architecture).
+        reference_name: the authors' published search (:func:`nslab.scaling.powerlaw.published_fits`).
         reference_iteration: which of its fits (1..15) generates the reference configuration.
         ratio: the paper's width ratio that defines the budget.
         start_ratio: scales the network the budget is counted from (1.0: the default network).

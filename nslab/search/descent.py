@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io
-from .config import SearchSettings, resolve
-from .data import ImageData, dataset_spec, smoke_data
-from .models import get_arch, param_count, uniform_widths
-from .powerlaw import PowerLaw, fit_power_law, load_fit, save_fit
+from .. import io
+from ..config import SearchSettings, resolve
+from ..data import ImageData, dataset_spec, smoke_data
+from ..models import get_arch, param_count, uniform_widths
+from ..scaling.powerlaw import PowerLaw, fit_power_law, load_fit, save_fit
+from ..scaling.solver import Scaled, widths_for_budget
 from .prune import prune
-from .solver import Scaled, widths_for_budget
 
 __all__ = ["Iteration", "SearchRun", "architecture_descent", "iteration_dir", "load_run", "search_data"]
 

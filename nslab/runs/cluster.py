@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .config import digest
+from ..config import digest
 
 __all__ = ["LocalCluster", "session_processes"]
 

@@ -1,14 +1,14 @@
 """The reproduction grid of a preset as tasks: every search iteration and training run the notebooks ask for.
 
-Notebooks 01-08 call :mod:`nslab.benchmark`, which computes what is missing on demand. :func:`tasks` lists
-the same work up front, as small picklable :class:`Task` s that an executor (:mod:`nslab.executors`) can
+Notebooks 01-08 call :mod:`nslab.runs.studies`, which computes what is missing on demand. :func:`tasks` lists
+the same work up front, as small picklable :class:`Task` s that an executor (:mod:`nslab.runs.executors`) can
 run in any order their dependencies allow, on one machine or many. Each task's only output is its result,
 written atomically where the notebooks look for it, under the same key:
 
 - a *search task* runs iteration k of one architecture-descent run directory
-  (:func:`nslab.benchmark.search_dir`); it needs iteration k - 1 of the same directory;
-- a *training task* trains and times one network (one :class:`~nslab.store.RunSpec`: method x ratio x
-  seed of a setting) into the :class:`~nslab.store.ResultsStore`; NeuralScale and MorphNet runs need the
+  (:func:`nslab.runs.studies.search_dir`); it needs iteration k - 1 of the same directory;
+- a *training task* trains and times one network (one :class:`~nslab.runs.store.RunSpec`: method x ratio x
+  seed of a setting) into the :class:`~nslab.runs.store.ResultsStore`; NeuralScale and MorphNet runs need the
   search iteration whose fit (or trajectory) gives their widths: iteration 1 for ``neuralscale_it1`` and
   ``morphnet``, the last for ``neuralscale_last``.
 
@@ -26,14 +26,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
-from .config import Preset, Setting, digest, resolve
-from .config.parts import Resources
-from .paths import Paths
+from ..config import Preset, Setting, digest, resolve
+from ..config.parts import Resources
+from ..paths import Paths
 
 __all__ = ["BenchRequest", "Job", "SearchJob", "SearchRequest", "Task", "TrainJob", "notebook_requests", "tasks"]
 
 # Which search iteration a method's widths come from (1-based; -1: the last one the call searched): see
-# nslab.methods (MorphNet: iteration 1's trajectory or fit; NeuralScale: the fit of iteration 1 / the last).
+# nslab.scaling.methods (MorphNet: iteration 1's trajectory or fit; NeuralScale: the fit of iteration 1 / the last).
 # A method that needs a search and is not listed here waits for the last iteration (always correct).
 _READS = {"morphnet": 1, "neuralscale_it1": 1, "neuralscale_last": -1}
 
@@ -88,7 +88,7 @@ class Task:
 
 
 def _device_kind() -> str:
-    from .benchmark import _device
+    from .studies import _device
 
     return _device().split(":")[0]
 
@@ -117,7 +117,7 @@ class SearchJob:
     run_dir: str
 
     def run(self) -> None:
-        from .benchmark import search, search_dir
+        from .studies import search, search_dir
 
         _check_place(self.run_dir, search_dir(self.preset, self.setting, self.paths, self.pretrain_epochs),
                      f"search {self.setting.slug} iteration {self.iteration}")
@@ -128,7 +128,7 @@ class SearchJob:
         return f"{self.run_dir}/iter_{self.iteration:02d}"
 
     def done(self) -> bool:
-        from .descent import iteration_dir
+        from ..search.descent import iteration_dir
 
         return (iteration_dir(self.run_dir, self.iteration) / "summary.json").is_file()
 
@@ -136,14 +136,14 @@ class SearchJob:
 @lru_cache(maxsize=256)
 def _load_run(run_dir: str, iterations: int, stamp: float):
     """A finished search's first ``iterations`` iterations (cached while its summary is unchanged)."""
-    from .descent import load_run
+    from ..search.descent import load_run
 
     return load_run(run_dir, iterations)
 
 
 @dataclass(frozen=True)
 class TrainJob:
-    """One training run: ``method`` at ``ratio`` with ``seed`` on ``setting``, as :func:`nslab.benchmark.benchmark`
+    """One training run: ``method`` at ``ratio`` with ``seed`` on ``setting``, as :func:`nslab.runs.studies.benchmark`
     would make it.
 
     Attributes:
@@ -169,7 +169,7 @@ class TrainJob:
     def _run(self):
         if self.search is None:
             return None
-        from .descent import iteration_dir
+        from ..search.descent import iteration_dir
 
         reads = self.search[1]
         summary = iteration_dir(self.run_dir, reads) / "summary.json"
@@ -181,8 +181,8 @@ class TrainJob:
         return run
 
     def spec(self):
-        """The :class:`~nslab.store.RunSpec` (``None`` while the search it needs is unfinished)."""
-        from .benchmark import load_data, run_specs
+        """The :class:`~nslab.runs.store.RunSpec` (``None`` while the search it needs is unfinished)."""
+        from .studies import load_data, run_specs
 
         run = self._run()
         if self.search is not None and run is None:
@@ -208,7 +208,7 @@ class TrainJob:
         return s is not None and ResultsStore(self.paths.results).get(s) is not None
 
     def run(self) -> None:
-        from .benchmark import search_dir, train_runs
+        from .studies import search_dir, train_runs
 
         if self.search is not None:
             _check_place(self.run_dir, search_dir(self.preset, self.setting, self.paths, self.search[0]),
@@ -237,7 +237,7 @@ class BenchRequest:
     """``benchmark.benchmark(preset, setting, paths, methods, run=<search of iterations and P_e>, tags=tags)``.
 
     ``methods`` ``None``: the setting's or the preset's; ``iterations`` ``None``: the search's default;
-    ``metric``: the budget's (:func:`nslab.benchmark.macs_study`: ``"macs"``); ``merge_last``: leave
+    ``metric``: the budget's (:func:`nslab.runs.studies.macs_study`: ``"macs"``); ``merge_last``: leave
     ``neuralscale_last`` out beside ``neuralscale_it1`` after a one-iteration search, as ``benchmark`` does.
     """
 
@@ -253,12 +253,12 @@ class BenchRequest:
 def notebook_requests(p: Preset) -> dict[str, list[SearchRequest | BenchRequest]]:
     """The searches and benchmark calls each notebook makes under ``p`` (mirrors notebooks 01-08).
 
-    01/02: iteration 1 of the descent setting; 04: its full search; 05: :func:`nslab.benchmark.benchmark_all`;
-    06: :func:`nslab.benchmark.pretraining_study` of each pre-training setting; 07:
-    :func:`nslab.benchmark.convcut_study` of each ConvCut setting; 08 (when the preset has one):
-    :func:`nslab.benchmark.macs_study`. Notebook 03 reads fits only.
+    01/02: iteration 1 of the descent setting; 04: its full search; 05: :func:`nslab.runs.studies.benchmark_all`;
+    06: :func:`nslab.runs.studies.pretraining_study` of each pre-training setting; 07:
+    :func:`nslab.runs.studies.convcut_study` of each ConvCut setting; 08 (when the preset has one):
+    :func:`nslab.runs.studies.macs_study`. Notebook 03 reads fits only.
     """
-    from .benchmark import CONVCUT_METHODS, MACS_METHODS
+    from .studies import CONVCUT_METHODS, MACS_METHODS
 
     its = p.study_iterations
     pre: list[SearchRequest | BenchRequest] = []
@@ -302,7 +302,7 @@ class _Grid:
 
     def search(self, setting: Setting, iterations: int | None, pe: int | None, nb: str) -> tuple[str, list[str]]:
         """Tasks of iterations 1..N of a search; returns (run_dir, keys by iteration)."""
-        from .benchmark import search_dir
+        from .studies import search_dir
 
         n = self.p.search_for(setting, pe, iterations).iterations
         run_dir = str(search_dir(self.p, setting, self.paths, pe))
@@ -315,8 +315,8 @@ class _Grid:
         return run_dir, keys
 
     def bench(self, req: BenchRequest, nb: str) -> None:
-        from .benchmark import bench_methods, run_slots
-        from .methods import get_method
+        from ..scaling.methods import get_method
+        from .studies import bench_methods, run_slots
 
         s, p = req.setting, self.p
         methods = tuple(req.methods or s.methods or p.methods)

@@ -7,7 +7,7 @@ Notebooks call these; every function reads finished artifacts from the results d
   (``<results>/descent/<arch>_<dataset>_pe<P_e>_<key>``): notebook 01 runs iteration 1, 04 extends it,
   05-07 read its fits.
 - :func:`run_specs` / :func:`train_runs` / :func:`benchmark`: the training runs (method x ratio x seed)
-  of a setting, one record per run in :class:`~nslab.store.ResultsStore`.
+  of a setting, one record per run in :class:`~nslab.runs.store.ResultsStore`.
 - :func:`benchmark_all`, :func:`pretraining_study`, :func:`convcut_study`: the grids of Figures 4-11.
 """
 
@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Preset, Setting, digest, resolve
-from .data import ImageData
-from .descent import SearchRun, architecture_descent, resolved_settings
-from .methods import Context, get_method
-from .models import macs, param_count
-from .paths import Paths
+from ..config import Preset, Setting, digest, resolve
+from ..data import ImageData
+from ..models import macs, param_count
+from ..paths import Paths
+from ..scaling.methods import Context, get_method
+from ..search.descent import SearchRun, architecture_descent, resolved_settings
 from .store import ResultsStore, RunSpec
 
 __all__ = ["benchmark", "benchmark_all", "context", "convcut_study", "load_data", "pretraining_study",
@@ -35,7 +35,7 @@ __all__ = ["benchmark", "benchmark_all", "context", "convcut_study", "load_data"
 
 @lru_cache(maxsize=4)
 def _load(name: str, root: str | None, synthetic: bool) -> ImageData:
-    from .data import load_dataset, smoke_data
+    from ..data import load_dataset, smoke_data
 
     return smoke_data(name) if synthetic else load_dataset(name, root, progress=False)
 
@@ -81,7 +81,7 @@ def search(p: Preset, setting: Setting, paths: Paths, iterations: int | None = N
             iteration records (a live plot); not called for iterations read from disk.
 
     Returns:
-        The :class:`~nslab.descent.SearchRun` of iterations 1..N.
+        The :class:`~nslab.search.descent.SearchRun` of iterations 1..N.
     """
     ss = p.search_for(setting, pretrain_epochs, iterations)
     run_dir = search_dir(p, setting, paths, pretrain_epochs)
@@ -103,7 +103,7 @@ def search_dir(p: Preset, setting: Setting, paths: Paths, pretrain_epochs: int |
 
 
 def context(p: Preset, setting: Setting, run: SearchRun | None = None) -> Context:
-    """The methods' :class:`~nslab.methods.Context` of ``setting`` (with ``run``'s fits when given)."""
+    """The methods' :class:`~nslab.scaling.methods.Context` of ``setting`` (with ``run``'s fits when given)."""
     if run is not None:
         return Context.from_run(run, p.baseline.morphnet_keep, setting.scale)
     return Context(setting.arch, setting.dataset, False, p.search_for(setting).start_ratio,
@@ -117,7 +117,7 @@ def run_specs(p: Preset, setting: Setting, run: SearchRun | None, methods: Seque
     Args:
         p, setting: preset and setting.
         run: the descent run the NeuralScale and MorphNet widths come from.
-        methods: method names (:data:`nslab.methods.METHODS`).
+        methods: method names (:data:`nslab.scaling.methods.METHODS`).
         data: the dataset the runs train on (its fingerprint is part of every key).
         ratios: default ``setting.ratios``; Li et al. runs at ``p.baseline.li_ratio`` (0.75) only.
         tags: extra ``(name, value)`` pairs stored with every run (e.g. pre-training epochs).
@@ -161,20 +161,20 @@ def train_runs(p: Preset, setting: Setting, specs: Sequence[RunSpec], paths: Pat
                ) -> list[dict]:
     """Records of ``specs`` from the results store, training the missing ones (tqdm over runs).
 
-    A run trains from scratch with the preset's recipe (Li et al.: :func:`nslab.baselines.li_baseline`,
+    A run trains from scratch with the preset's recipe (Li et al.: :func:`nslab.scaling.baselines.li_baseline`,
     train-prune-fine-tune), then measures latency with the preset's protocol. The record holds ``acc``
     (best test accuracy over epochs, %), ``params``, ``macs`` (per image), ``latency_ms``, ``train_seconds``
     (Li et al.: training plus fine-tuning) and more.
 
     Raises:
         ValueError: a run, trained now or cached, lies within the preset's ``chance_margin`` of chance
-            (:func:`nslab.tables.check_chance`).
+            (:func:`nslab.views.tables.check_chance`).
     """
     import torch
 
-    from .latency import measure_latency
-    from .models import create_model
-    from .tables import check_chance
+    from ..models import create_model
+    from ..scaling.latency import measure_latency
+    from ..views.tables import check_chance
     from .train import seed_everything, train
 
     data = load_data(p, setting, paths)
@@ -187,7 +187,7 @@ def train_runs(p: Preset, setting: Setting, specs: Sequence[RunSpec], paths: Pat
     def compute(s: RunSpec) -> dict:
         work = store.work_dir(s)
         if get_method(s.method).trains == "li":
-            from .baselines import li_baseline
+            from ..scaling.baselines import li_baseline
 
             ctx = context(p, setting)
             res = li_baseline(s.arch, s.dataset, data, recipe, p.baseline, ctx.budget(s.ratio).params,
@@ -251,7 +251,7 @@ def benchmark(p: Preset, setting: Setting, paths: Paths, methods: Sequence[str] 
 
 def benchmark_all(p: Preset, paths: Paths, progress: bool = True) -> list[tuple[Setting, list[dict], list[dict]]]:
     """Every benchmark setting of ``p``: ``(setting, records, summary)`` with summary by method and ratio."""
-    from .tables import summarize
+    from ..views.tables import summarize
 
     out = []
     for s in p.benchmark:
@@ -269,7 +269,7 @@ def pretraining_study(p: Preset, setting: Setting, paths: Paths, progress: bool 
         last iteration), every run's record, and the summary by (method, pretrain_epochs, ratio) where
         uniform has ``pretrain_epochs`` ``None``.
     """
-    from .tables import summarize
+    from ..views.tables import summarize
 
     _, recs = benchmark(p, setting, paths, methods=("uniform",), progress=progress)
     panels: dict = {}
@@ -296,7 +296,7 @@ def convcut_study(p: Preset, setting: Setting, paths: Paths, progress: bool = Tr
     Returns:
         ``(records, summary)`` with the summary by (method, ratio).
     """
-    from .tables import summarize
+    from ..views.tables import summarize
 
     run = search(p, setting, paths, iterations=p.study_iterations, progress=progress)
     _, recs = benchmark(p, setting, paths, methods=CONVCUT_METHODS, run=run, progress=progress)
@@ -322,7 +322,7 @@ def macs_study(p: Preset, paths: Paths, progress: bool = True) -> tuple[SearchRu
     setting = p.macs_study
     if setting is None:
         raise ValueError(f"preset {p.name!r} has no macs_study setting (notebook 08)")
-    from .tables import summarize
+    from ..views.tables import summarize
 
     run = search(p, setting, paths, progress=progress)
     data = load_data(p, setting, paths)

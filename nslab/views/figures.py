@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import io
+from .. import io
 
 NAME_RE = re.compile(r"^(fig(0[2-9]|1[01])|table[1-6]|nb0[1-8])_[a-z0-9]+(_[a-z0-9]+)*$")
 PNG_WIDTH, PNG_HEIGHT, PNG_SCALE = 1000, 560, 2  # CSS pixels; scale 2 keeps text sharp in documents

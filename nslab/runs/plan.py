@@ -1,6 +1,6 @@
 """The planner: how big a preset's grid is and what it will cost on this device, before running it.
 
-:func:`plan` enumerates the grid (:func:`nslab.grid.tasks`), counts its searches, training runs, epochs and
+:func:`plan` enumerates the grid (:func:`nslab.runs.grid.tasks`), counts its searches, training runs, epochs and
 images, and prices every task with a throughput model fitted by a short probe on the current device:
 seconds per training image ``a + b * MACs`` per architecture (forward + backward + SGD step of the
 network at three widths spanning the grid's, random data, the recipe's batch size capped at 256), an
@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from .config import Preset
+from ..config import Preset
+from ..paths import Paths
 from .grid import SearchJob, Task, TrainJob
-from .paths import Paths
 
 __all__ = ["SPLITS", "plan", "probe_throughput", "schedule"]
 
@@ -41,7 +41,7 @@ _EVAL = 1 / 3  # an evaluation image (forward only) against a training image (fo
 
 def _split(p: Preset, setting, paths: Paths, have_data: bool) -> tuple[int, int]:
     if have_data:
-        from .benchmark import load_data
+        from .studies import load_data
 
         d = load_data(p, setting, paths)
         return d.num_train, d.num_test
@@ -58,9 +58,9 @@ def _step_seconds(arch: str, widths: Sequence[int], dataset: str, convcut: bool,
     import torch
     import torch.nn.functional as F
 
-    from .data import dataset_spec
+    from ..data import dataset_spec
+    from ..models import create_model
     from .loop import _autocast, channels_last_ok
-    from .models import create_model
 
     spec = dataset_spec(dataset)
     torch.manual_seed(0)
@@ -143,9 +143,9 @@ def probe_throughput(configs: dict[str, list[tuple[float, tuple, str, bool, int]
 
 def _stand_in_widths(job: TrainJob) -> tuple[list[int], str]:
     """Widths of a search-dependent run whose search is not on disk, and where they come from."""
-    from .benchmark import context
-    from .methods import Context, get_method
-    from .powerlaw import published_fit
+    from ..scaling.methods import Context, get_method
+    from ..scaling.powerlaw import published_fit
+    from .studies import context
 
     s, p = job.setting, job.preset
     ctx = context(p, s)
@@ -179,8 +179,8 @@ class _Item:
 
 
 def _train_item(t: Task, have_data: bool) -> _Item:
-    from .methods import get_method
-    from .models import macs, uniform_widths
+    from ..models import macs, uniform_widths
+    from ..scaling.methods import get_method
 
     job: TrainJob = t.job
     p, s = job.preset, job.setting
@@ -204,7 +204,7 @@ def _train_item(t: Task, have_data: bool) -> _Item:
         widths, source = _stand_in_widths(job)
         convcut = get_method(job.method).convcut
     else:
-        from .benchmark import context
+        from .studies import context
 
         ctx = context(p, s)
         widths, convcut = get_method(job.method)(ctx, ctx.budget(job.ratio)), get_method(job.method).convcut
@@ -221,9 +221,9 @@ def _train_item(t: Task, have_data: bool) -> _Item:
 
 
 def _search_item(t: Task, have_data: bool) -> _Item:
-    from .descent import iteration_dir
-    from .io import read_json
-    from .models import macs, uniform_widths
+    from ..io import read_json
+    from ..models import macs, uniform_widths
+    from ..search.descent import iteration_dir
 
     job: SearchJob = t.job
     p, s = job.preset, job.setting
@@ -320,7 +320,7 @@ def plan(p: Preset, paths: Paths, gpus: int = 1, device: str | None = None, prob
         # the executors give each task resources.cpus torch threads: time the device the same way (on a
         # loaded CPU, more threads than free cores spin and run several times slower)
         threads = max(1, int(p.resources.cpus))
-        from .benchmark import _threads
+        from .studies import _threads
 
         with _threads(threads):
             fit = probe_throughput(dict(configs), dev, seconds_per_point)

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ..models import macs
 from . import shape
-from .models import macs
 from .tables import label
 
 __all__ = ["Conclusion", "benchmark", "budget", "convcut", "descent", "difference", "equal_compute", "power_law",
@@ -37,7 +37,7 @@ def _lines(lines: Sequence[str]) -> Conclusion:
 
 
 def pruning(it) -> Conclusion:
-    """Notebook 01: what pruning iteration ``it`` (:class:`nslab.descent.Iteration`) kept, layer by layer."""
+    """Notebook 01: what pruning iteration ``it`` (:class:`nslab.search.descent.Iteration`) kept, layer by layer."""
     start = np.asarray(it.start, dtype=float)
     last = np.asarray(it.widths[-1], dtype=float)
     kept = last / start
@@ -58,7 +58,8 @@ def power_law(panels: Sequence) -> Conclusion:
     """Notebook 02: how well each panel's law fits and which layers grow fastest.
 
     Args:
-        panels: :class:`nslab.plots.PowerLawPanel` s (a title and a :class:`nslab.powerlaw.PowerLaw` each).
+        panels: :class:`~nslab.views.plots.PowerLawPanel` s (a title and a
+            :class:`~nslab.scaling.powerlaw.PowerLaw` each).
     """
     lines = []
     for p in panels:
@@ -73,7 +74,7 @@ def power_law(panels: Sequence) -> Conclusion:
 
 
 def budget(rows: Sequence[Mapping[str, Any]], arch: str, dataset: str, ratio: float = 0.25) -> Conclusion:
-    """Notebook 03: the configurations at ``ratio`` (rows of :func:`nslab.explorer.ratio_table`)."""
+    """Notebook 03: the configurations at ``ratio`` (rows of :func:`nslab.views.explorer.ratio_table`)."""
     at = {r["method"]: r for r in rows if math.isclose(r["ratio"], ratio)}
     if "neuralscale" not in at or "uniform" not in at:
         return Conclusion(f"No configuration at r = {ratio:g} in this table.")
@@ -95,8 +96,8 @@ def descent(run, agree: Sequence[Mapping[str, Any]] = ()) -> Conclusion:
     """Notebook 04: how far descent moved and how the shape agrees with the authors' search.
 
     Args:
-        run: the :class:`nslab.descent.SearchRun`.
-        agree: rows of :func:`nslab.shape.agreement` (may be empty: the authors published no such search).
+        run: the :class:`nslab.search.descent.SearchRun`.
+        agree: rows of :func:`nslab.views.shape.agreement` (may be empty: the authors published no such search).
     """
     its = run.iterations
     lines = [f"{len(its)} descent iteration(s) of {run.arch} on {run.dataset}; each generated configuration "
@@ -121,7 +122,7 @@ def descent(run, agree: Sequence[Mapping[str, Any]] = ()) -> Conclusion:
 
 
 def difference(summary: Sequence[Mapping[str, Any]], a: str, b: str, ratio: float) -> dict | None:
-    """``a`` minus ``b`` in mean best test accuracy at ``ratio`` (summary rows of :func:`nslab.tables.summarize`).
+    """``a`` minus ``b`` in mean best test accuracy at ``ratio`` (summary rows of :func:`nslab.views.tables.summarize`).
 
     Returns:
         ``{"diff", "spread", "n_a", "n_b", "a", "b"}`` in percentage points; ``spread`` is the root sum of
@@ -149,7 +150,7 @@ def benchmark(done: Sequence[tuple[Any, list[dict], list[dict]]], recipe: str = 
     """Notebook 05: each method against uniform scaling, per setting and ratio.
 
     Args:
-        done: ``(setting, records, summary)`` as :func:`nslab.benchmark.benchmark_all` returns.
+        done: ``(setting, records, summary)`` as :func:`nslab.runs.studies.benchmark_all` returns.
         recipe: how the runs were trained (e.g. "8 epochs"), said once.
     """
     lines = []
@@ -197,7 +198,7 @@ def equal_compute(summary: Sequence[Mapping[str, Any]]) -> Conclusion:
     """Notebook 08: does NeuralScale still beat uniform scaling when MACs, not parameters, are held equal?
 
     Args:
-        summary: :func:`nslab.benchmark.macs_study`'s summary (rows with ``budget``).
+        summary: :func:`nslab.runs.studies.macs_study`'s summary (rows with ``budget``).
     """
     lines = []
     for r in sorted({float(x["ratio"]) for x in summary}):

@@ -1,13 +1,13 @@
 """Full training runs: the learning-rate schedule, per-epoch history, checkpoint and resume.
 
-``train(model, data, recipe)`` runs :func:`~nslab.loop.train_one_epoch` (the one SGD loop, in
-:mod:`nslab.loop`) epoch after epoch on a device-resident :class:`~nslab.data.DeviceBatches` pipeline at
+``train(model, data, recipe)`` runs :func:`~nslab.runs.loop.train_one_epoch` (the one SGD loop, in
+:mod:`nslab.runs.loop`) epoch after epoch on a device-resident :class:`~nslab.data.DeviceBatches` pipeline at
 the :func:`learning_rate` schedule, evaluates after every epoch and returns a :class:`History` whose
 ``best_test_acc`` is the paper's metric (max test accuracy over epochs). With a ``run_dir`` every epoch
 appends a JSON line to ``log.jsonl`` and atomically rewrites ``checkpoint.pt``; calling ``train`` again on
 the same directory resumes after the last finished epoch and reproduces the uninterrupted run (bit for bit
-on CPU). The loop's names (:class:`~nslab.loop.Step`, :func:`~nslab.loop.evaluate`,
-:class:`~nslab.loop.NonFiniteLossError`, ...) are re-exported here.
+on CPU). The loop's names (:class:`~nslab.runs.loop.Step`, :func:`~nslab.runs.loop.evaluate`,
+:class:`~nslab.runs.loop.NonFiniteLossError`, ...) are re-exported here.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import Recipe, recipe, scale_epochs
+from ..data import DeviceBatches, ImageData
+from ..io import atomic_write_text, write_json
 from . import checkpoint
-from .config import Recipe, recipe, scale_epochs
-from .data import DeviceBatches, ImageData
-from .io import atomic_write_text, write_json
 from .loop import (
     EpochStats,
     NonFiniteLossError,
@@ -238,7 +238,7 @@ def train(
     CUDA the forward pass runs under bf16 autocast. Seeds: ``seed`` fixes the data order and augmentation
     of every epoch; seed the global generators (:func:`seed_everything`) before building the model to fix
     its initialisation too. With the same seed, data and thread count, CPU runs repeat bit for bit.
-    Every epoch is one :func:`~nslab.loop.train_one_epoch`.
+    Every epoch is one :func:`~nslab.runs.loop.train_one_epoch`.
 
     Args:
         model: maps (B, 3, H, W) float images to (B, K) logits; trainable parameters are those with
@@ -255,7 +255,7 @@ def train(
         on_epoch_end: called with each epoch's record after its checkpoint is written (an exception
             raised there stops the run, e.g. to interrupt it in tests).
         cuda_graphs: on CUDA, replay every full-size training step as one CUDA graph
-            (:class:`~nslab.loop.GraphedStep`: the same SGD, launched at once); no effect elsewhere.
+            (:class:`~nslab.runs.loop.GraphedStep`: the same SGD, launched at once); no effect elsewhere.
 
     Returns:
         The :class:`History` of all epochs (including those of a resumed run).

@@ -1,6 +1,6 @@
 """The parameter-budget explorer (Algorithm 3 interactively): widths of three scaling methods at a budget.
 
-At any budget it generates, through the method registry (:mod:`nslab.methods`), the per-layer widths of
+At any budget it generates, through the method registry (:mod:`nslab.scaling.methods`), the per-layer widths of
 
 - ``neuralscale``: the fit's widths solved to the budget;
 - ``uniform``: one global factor on the default widths;
@@ -20,12 +20,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import io, plots, powerlaw
-from .descent import load_run
-from .latency_table import LatencyTable, default_table
-from .methods import METHODS, Budget, Context, morphnet_base
-from .models import default_widths, get_arch, param_count, uniform_widths
-from .solver import Scaled, counter
+from .. import io
+from ..models import default_widths, get_arch, param_count, uniform_widths
+from ..scaling import powerlaw
+from ..scaling.latency_table import LatencyTable, default_table
+from ..scaling.methods import METHODS, Budget, Context, morphnet_base
+from ..scaling.solver import Scaled, counter
+from ..search.descent import load_run
+from . import plots
 
 LOW_RATIO = 0.1  # the slider's lower end: the uniform network at 10% width (about 1% of the parameters)
 _SHOWN = {"uniform": "uniform", "morphnet": "morphnet", "neuralscale": "neuralscale_last"}  # shown -> registry
@@ -69,7 +71,7 @@ def available_fits(search_dirs: Sequence[str | os.PathLike] = (), iterations: Se
                    ) -> dict[str, Fit]:
     """Fits to choose from: the authors' published ones, then every iteration of the searches under ``search_dirs``.
 
-    A search is a run directory of :func:`nslab.descent.architecture_descent` (found by its
+    A search is a run directory of :func:`nslab.search.descent.architecture_descent` (found by its
     ``settings.json``); each finished iteration k becomes ``"this project: <run>, iteration k"``.
     A degenerate fit (some beta <= 0) cannot be solved for a budget and is skipped.
     """
@@ -205,7 +207,7 @@ def ratio_table(fit: Fit, dataset: str, ratios: Sequence[float]) -> tuple[list[d
 
     Returns:
         ``(rows, panels)``: table rows (ratio, method, target, params, rel. error %, widths) and
-        ``{"r = 0.25 (0.58M)": {method: widths}}`` for :func:`nslab.plots.configurations_figure`.
+        ``{"r = 0.25 (0.58M)": {method: widths}}`` for :func:`nslab.views.plots.configurations_figure`.
     """
     rows, panels = [], {}
     for r in ratios:
@@ -240,7 +242,7 @@ def explorer_widget(fits: Mapping[str, Fit] | None = None, dataset: str = "cifar
     Moving the slider calls :func:`on_budget` on a ``go.FigureWidget`` (needs ``anywidget``; without it
     the figure is redrawn into an ``Output`` instead, which is slower). The ``budget in`` switch counts the
     budget in parameters, MACs per image or milliseconds; latency is predicted by this machine's per-layer
-    table (:func:`nslab.latency_table.default_table`: the first choice times the layers it needs, seconds,
+    table (:func:`nslab.scaling.latency_table.default_table`: the first choice times the layers it needs, seconds,
     then they are cached on disk), and from then on every method's predicted latency is shown too.
     """
     import ipywidgets as w

@@ -2,7 +2,7 @@
 
 ``tau`` is a parameter count: each trajectory row's exact :func:`~nslab.models.param_count`. Also here:
 reading and writing fits, and the authors' published fits. The budget solver (Algorithm 3) lives in
-:mod:`nslab.solver`; its public names (``widths_for_budget``, ``scale_widths``, ``Scaled``) are
+:mod:`nslab.scaling.solver`; its public names (``widths_for_budget``, ``scale_widths``, ``Scaled``) are
 re-exported here.
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io
-from .data import DatasetSpec
-from .models import get_arch, param_count
+from .. import io
+from ..data import DatasetSpec
+from ..models import get_arch, param_count
 from .solver import Scaled, scale_widths, widths_for_budget  # noqa: F401  (re-exported: Algorithm 3)
 
 MIN_ROWS = 6  # the released code's threshold below which it silently fell back to uniform scaling
