@@ -14,11 +14,12 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from . import config
 from .data import DATASETS
+from .device import torch_threads
 from .models import ARCHS, default_widths, param_count, uniform_widths
 from .reproduce import GridFailed, NotebookFailed
 from .scaling import powerlaw
@@ -93,20 +94,6 @@ def _search_data(args: argparse.Namespace, search: config.SearchSettings):
     from .data import load_dataset
 
     return load_dataset(args.dataset, args.data_root, progress=not args.quiet)
-
-
-@contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    """Run with ``n`` torch CPU threads (``None``: unchanged), as the preset's search asks."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # --- commands: each returns the JSON-able dict main() prints ----------------------------------------------
@@ -225,7 +212,7 @@ def cmd_search(args: argparse.Namespace) -> dict:
     search = config.preset(args.profile).search_for(None, pretrain_epochs=args.pretrain_epochs,
                                                     iterations=args.iterations, dataset=args.dataset)
     data = _search_data(args, search)
-    with _threads(search.threads):
+    with torch_threads(search.threads):
         run = architecture_descent(args.arch, args.dataset, data, search, args.out, seed=args.seed,
                                    device=args.device, convcut=args.convcut, progress=not args.quiet)
     return run.to_dict()
@@ -236,7 +223,7 @@ def cmd_morphnet(args: argparse.Namespace) -> dict:
 
     p = config.preset(args.profile)
     data = _search_data(args, p.search)
-    with _threads(p.search.threads):
+    with torch_threads(p.search.threads):
         r = morphnet_baseline(args.arch, args.dataset, data, p.search, p.baseline, args.ratios, args.out,
                               args.seed, args.device, args.convcut, not args.quiet)
     return {"method": "morphnet", "out": str(args.out), **r.to_dict()}

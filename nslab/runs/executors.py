@@ -271,7 +271,7 @@ def _threads(t: Task) -> int:
 
 def _run(task: Task, threads: int) -> None:
     """``task.run()`` with ``threads`` torch threads (its CPU count: the same on Ray and in process)."""
-    from .studies import _threads as torch_threads
+    from ..device import torch_threads
 
     with torch_threads(threads):
         task.run()

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import DeviceBatches
+from ..device import resolve_device
 
 __all__ = [
     "EpochStats",
@@ -65,13 +66,6 @@ class NonFiniteLossError(FloatingPointError):
 
 # --------------------------------------------------------------------------------------------------------
 # devices and seeds
-
-
-def resolve_device(device: torch.device | str | None = None) -> torch.device:
-    """``device`` as a ``torch.device``; ``None`` picks CUDA when available, else the CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def seed_everything(seed: int) -> None:

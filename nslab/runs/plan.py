@@ -320,9 +320,9 @@ def plan(p: Preset, paths: Paths, gpus: int = 1, device: str | None = None, prob
         # the executors give each task resources.cpus torch threads: time the device the same way (on a
         # loaded CPU, more threads than free cores spin and run several times slower)
         threads = max(1, int(p.resources.cpus))
-        from .studies import _threads
+        from ..device import torch_threads
 
-        with _threads(threads):
+        with torch_threads(threads):
             fit = probe_throughput(dict(configs), dev, seconds_per_point)
         probe_s = time.perf_counter() - tp
     secs = {it.task.key: _seconds(it, fit) if fit else None for it in items}

@@ -14,8 +14,7 @@ Notebooks call these; every function reads finished artifacts from the results d
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 
 from ..config import Preset, Setting, digest, resolve
 from ..data import ImageData
+from ..device import torch_threads
 from ..models import macs, param_count
 from ..paths import Paths
 from ..scaling.methods import Context, get_method
@@ -43,20 +43,6 @@ def _load(name: str, root: str | None, synthetic: bool) -> ImageData:
 def load_data(p: Preset, setting: Setting, paths: Paths) -> ImageData:
     """The dataset of ``setting`` (synthetic data of its shape under a synthetic search), loaded once."""
     return _load(setting.dataset, str(paths.data_root) if paths.data_root else None, p.search.synthetic)
-
-
-@contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    """Run with ``n`` torch CPU threads (``None``: unchanged), restoring the count afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _device() -> str:
@@ -85,7 +71,7 @@ def search(p: Preset, setting: Setting, paths: Paths, iterations: int | None = N
     """
     ss = p.search_for(setting, pretrain_epochs, iterations)
     run_dir = search_dir(p, setting, paths, pretrain_epochs)
-    with _threads(ss.threads):
+    with torch_threads(ss.threads):
         return architecture_descent(setting.arch, setting.dataset, load_data(p, setting, paths), ss, run_dir,
                                     device=_device(), progress=progress, on_row=on_row)
 
