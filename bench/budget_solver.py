@@ -12,7 +12,9 @@ A second table covers budgets where the count is not monotone in tau: the same R
 with one block's input and output exponents set to 0.35 and 0.65, so those two widths cross at the default
 size (where the block's projection shortcut vanishes), and 41 budgets within 3% of the default count.
 
-    python bench/budget_solver.py [--repeat 30] [--macs-only]
+    python bench/budget_solver.py [--repeat 30] [--macs-only] [--smoke]
+
+``--smoke``: one network per table and two ratios, one call each (seconds; tests/test_bench.py).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import time
 import numpy as np
 
 from nslab.models import default_widths, macs, param_count, uniform_widths
-from nslab.scaling.powerlaw import PowerLaw, published_fit, widths_for_budget
+from nslab.scaling.powerlaw import PowerLaw, published_fit
+from nslab.scaling.solver import widths_for_budget
 
 CASES = [("vgg11", "cifar10"), ("vgg11", "cifar100"), ("resnet18", "cifar100"), ("resnet18", "tinyimagenet"),
          ("mobilenetv2", "cifar100"), ("mobilenetv2", "tinyimagenet")]
@@ -92,33 +95,41 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--macs-only", action="store_true", help="only the MACs-against-parameters table")
+    ap.add_argument("--smoke", action="store_true", help="one network per table, two ratios, one call (seconds)")
     args = ap.parse_args()
+    repeat = 1 if args.smoke else args.repeat
     if args.macs_only:
-        return macs_table(args.repeat)
+        return macs_table(repeat, args.smoke)
     header = (f"{'arch':12s} {'dataset':13s} {'bracket ms':>10s} {'sgd ms':>9s} {'sgd/bracket':>11s} "
               f"{'max |err| bracket':>17s} {'max |err| sgd':>13s}")
     print(header)
-    for arch, dataset in CASES:
-        ratios = [0.25, 0.5, 0.75, 1.0] if dataset == "tinyimagenet" else [0.25 * k for k in range(1, 9)]
-        targets = [param_count(arch, uniform_widths(arch, r), dataset) for r in ratios]
-        print(row(law_for(arch, dataset), arch, dataset, targets, args.repeat))
+    for arch, dataset in CASES[:1] if args.smoke else CASES:
+        targets = [param_count(arch, uniform_widths(arch, r), dataset) for r in ratios_of(dataset, args.smoke)]
+        print(row(law_for(arch, dataset), arch, dataset, targets, repeat))
     print("\nwhere the count is not monotone (two widths of a block cross at the default size):")
     print(header)
-    for arch, dataset, i, j in CROSSING:
+    for arch, dataset, i, j in CROSSING[:1] if args.smoke else CROSSING:
         p0 = param_count(arch, None, dataset)
-        targets = np.linspace(0.97 * p0, 1.03 * p0, 41).astype(int).tolist()
-        print(row(law_for(arch, dataset, (i, j)), arch, dataset, targets, max(3, args.repeat // 3)))
-    macs_table(args.repeat)
+        targets = np.linspace(0.97 * p0, 1.03 * p0, 3 if args.smoke else 41).astype(int).tolist()
+        print(row(law_for(arch, dataset, (i, j)), arch, dataset, targets, max(1 if args.smoke else 3, repeat // 3)))
+    macs_table(repeat, args.smoke)
 
 
-def macs_table(repeat: int) -> None:
+def ratios_of(dataset: str, smoke: bool = False) -> list[float]:
+    """The paper's ratios of a dataset's table (two of them under ``--smoke``)."""
+    if smoke:
+        return [0.25, 0.5]
+    return [0.25, 0.5, 0.75, 1.0] if dataset == "tinyimagenet" else [0.25 * k for k in range(1, 9)]
+
+
+def macs_table(repeat: int, smoke: bool = False) -> None:
     print("\nMACs budgets (the MACs of uniform r) against parameter budgets, same laws, same run:")
     print(f"{'arch':12s} {'dataset':13s} {'round_to':>8s} {'params ms':>9s} {'macs ms':>8s} {'macs/params':>11s} "
           f"{'max |err| params':>15s} {'max |err| macs':>14s}")
-    for round_to in (1, 8):
-        for arch, dataset in [*CASES, ("resnet18", "cifar10"), ("mobilenetv2", "cifar10")]:
-            ratios = [0.25, 0.5, 0.75, 1.0] if dataset == "tinyimagenet" else [0.25 * k for k in range(1, 9)]
-            print(macs_row(law_for(arch, dataset), arch, dataset, ratios, repeat, round_to))
+    cases = [*CASES, ("resnet18", "cifar10"), ("mobilenetv2", "cifar10")]
+    for round_to in (1,) if smoke else (1, 8):
+        for arch, dataset in cases[-1:] if smoke else cases:
+            print(macs_row(law_for(arch, dataset), arch, dataset, ratios_of(dataset, smoke), repeat, round_to))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ prediction; the table is filled on demand (its entries are cached, so a rerun ti
 
 Usage::
 
-    python bench/latency_table.py [--device cpu] [--batch 1] [--threads 1] [--stat min] [--rounds 3]
+    python bench/latency_table.py [--device cpu] [--batch 1] [--threads 1] [--stat min] [--rounds 3] [--smoke]
 
 Prints one JSON object: the settings, each architecture's calibration (measured over summed latency of
 its reference network, uniform r = 0.5, which none of the configurations is), per configuration
@@ -29,7 +29,8 @@ import numpy as np
 
 from nslab.models import default_widths, param_count, uniform_widths
 from nslab.scaling.latency_table import LatencyTable
-from nslab.scaling.powerlaw import PowerLaw, published_fit, widths_for_budget
+from nslab.scaling.powerlaw import PowerLaw, published_fit
+from nslab.scaling.solver import widths_for_budget
 
 ARCHS = {"vgg11": "cifar10", "resnet18": "cifar10", "mobilenetv2": "cifar10"}
 
@@ -43,16 +44,17 @@ def law_for(arch: str, dataset: str) -> PowerLaw:
     return PowerLaw(tuple(d / param_count(arch, None, dataset) ** beta), tuple(beta))
 
 
-def configs(arch: str, dataset: str, table: LatencyTable) -> list[tuple[str, list[int]]]:
-    """Held-out width vectors: off-grid uniform ratios, perturbed widths, latency-budget solutions."""
-    out = [(f"uniform r={r}", uniform_widths(arch, r)) for r in (0.375, 0.75, 1.1)]
+def configs(arch: str, dataset: str, table: LatencyTable, smoke: bool = False) -> list[tuple[str, list[int]]]:
+    """Held-out width vectors: off-grid uniform ratios, perturbed widths, latency-budget solutions (under
+    ``smoke`` one narrow network of each kind)."""
+    out = [(f"uniform r={r}", uniform_widths(arch, r)) for r in ((0.125,) if smoke else (0.375, 0.75, 1.1))]
     rng = np.random.default_rng(1)
-    for k in range(2):
-        base = np.array(uniform_widths(arch, 0.6))
+    for k in range(1 if smoke else 2):
+        base = np.array(uniform_widths(arch, 0.1 if smoke else 0.6))
         out.append((f"perturbed {k}", np.maximum(1, np.rint(base * rng.lognormal(0, 0.3, base.shape))).astype(int)
                     .tolist()))
     law = law_for(arch, dataset)
-    for r in (0.5, 1.0):
+    for r in (0.125,) if smoke else (0.5, 1.0):
         budget = table.predict(arch, uniform_widths(arch, r), dataset)
         s = widths_for_budget(law, arch, dataset, budget, metric="latency", latency=table)
         out.append((f"latency solve at uniform r={r}'s {budget:.3g} ms", s.widths))
@@ -70,14 +72,17 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="rounds of --repeat end-to-end calls per network")
     ap.add_argument("--archs", default=",".join(ARCHS), help="comma-separated subset of " + ",".join(ARCHS))
     ap.add_argument("--cache-dir", help="table cache directory (default: nslab's cache)")
+    ap.add_argument("--smoke", action="store_true", help="VGG11 only, 2 timed calls, 1 round (seconds; tests)")
     args = ap.parse_args()
+    if args.smoke:
+        args.archs, args.repeat, args.rounds = "vgg11", 2, 1
     t0 = time.perf_counter()
     table = LatencyTable(args.device, args.dtype, args.batch, args.threads, repeat=args.repeat, stat=args.stat,
                          cache_dir=args.cache_dir)
     rows = []
     for arch in args.archs.split(","):
         dataset = ARCHS[arch]
-        for name, widths in configs(arch, dataset, table):
+        for name, widths in configs(arch, dataset, table, args.smoke):
             pred = table.predict(arch, widths, dataset)
             raw = table.layer_sum(arch, widths, dataset)
             meas = table.measure_network(arch, widths, dataset, rounds=args.rounds)

@@ -5,6 +5,7 @@ CIFAR-shaped data; one rebuilds the network smaller after every step, the other 
 Prints both wall times of the pruning phase and their ratio (target: at least 2x).
 
 Usage: ``flock /tmp/nslab-heavy.lock python bench/prune_speed.py [--channels-per-step 100] [--threads 2]``
+(``--smoke``: seconds, for tests/test_bench.py).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import json
 
 import numpy as np
 import torch
-from nslab.prune import PruneSettings, prune
 
 from nslab.data import synthetic_data
+from nslab.search.prune import PruneSettings, prune
 
 
 def main() -> None:
@@ -27,9 +28,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--smoke", action="store_true", help="a few images and 700-channel steps (seconds; tests)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    data = synthetic_data(train_per_class=64)
+    if args.smoke:
+        args.channels_per_step, args.batch_size = 700, 8
+    data = synthetic_data(train_per_class=2 if args.smoke else 64)
     settings = PruneSettings(
         channels_per_step=args.channels_per_step,
         batches_per_step=args.batches_per_step,

@@ -33,9 +33,9 @@ def reference_images_per_second(data, device: torch.device, batch: int, images: 
     """Images/second of the release-style loop over ``images`` training images after ``warmup`` batches."""
     import torchvision
     import torchvision.transforms as T
-    from nslab.train import seed_everything
 
     from nslab import create_model, uniform_widths
+    from nslab.runs.train import seed_everything
 
     with tempfile.TemporaryDirectory() as tmp:
         # torchvision's on-disk CIFAR format, written from the same images
@@ -103,10 +103,9 @@ def reference_images_per_second(data, device: torch.device, batch: int, images: 
 
 def nslab_images_per_second(data, device: torch.device, batch: int, images: int, warmup: int) -> float:
     """Images/second of ``nslab.runs.train.train``: epoch 1 warms up, epoch 2 (``images`` images) is timed."""
-    from nslab.train import recipe, seed_everything, train
-
     from nslab import create_model, uniform_widths
     from nslab.data import ImageData
+    from nslab.runs.train import recipe, seed_everything, train
 
     del warmup  # a whole warm-up epoch: channels-last conversion, allocator, kernel selection
     # a small test split so that the per-epoch evaluation (counted in the epoch time) stays negligible
@@ -127,18 +126,20 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=5, help="reference warm-up batches")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (both loops)")
     p.add_argument("--rounds", type=int, default=2, help="alternating timed runs of each loop")
+    p.add_argument("--smoke", action="store_true", help="64 timed images of synthetic data, one round (tests)")
     args = p.parse_args()
-
-    from nslab.train import resolve_device
+    if args.smoke:
+        args.batch, args.images, args.warmup, args.rounds = 32, 64, 1, 1
 
     from nslab.data import load_dataset, synthetic_data
+    from nslab.runs.train import resolve_device
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     if args.data_root:
         data = load_dataset("cifar10", args.data_root, progress=False)
     else:
-        data = synthetic_data(train_per_class=2000, test_per_class=30)
+        data = synthetic_data(train_per_class=20 if args.smoke else 2000, test_per_class=30)
     ref, ours = [], []
     for _ in range(args.rounds):
         ref.append(reference_images_per_second(data, device, args.batch, args.images, args.warmup))

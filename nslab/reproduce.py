@@ -14,10 +14,11 @@ the others run, and :class:`GridFailed` names the failed tasks at the end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .config import preset
@@ -74,7 +75,7 @@ def run_notebooks(profile_name: str, only: Sequence[str] | None = None, data_roo
                   notebooks_dir: str | os.PathLike | None = None, build_dir: str | os.PathLike | None = None,
                   figures_dir: str | os.PathLike | None = None, results_dir: str | os.PathLike | None = None,
                   progress: bool = True, kernel_name: str | None = None,
-                  parameters: dict | None = None) -> list[dict]:
+                  parameters: dict | None = None, png: bool = True) -> list[dict]:
     """Execute the notebooks in order with papermill under ``profile_name``.
 
     Args:
@@ -87,6 +88,8 @@ def run_notebooks(profile_name: str, only: Sequence[str] | None = None, data_roo
         kernel_name: Jupyter kernel (default: the notebook's, ``python3``).
         parameters: more papermill parameters for every notebook (e.g. ``{"AUTHORS_DIR": ...}``; a notebook
             without that name simply gets an unused variable).
+        png: ``False``: HTML figures only (the kernels inherit ``NSLAB_PNG=0``, see
+            :func:`nslab.views.figures.png_enabled`).
 
     Returns:
         One ``{"notebook", "executed", "seconds"}`` per notebook.
@@ -106,28 +109,76 @@ def run_notebooks(profile_name: str, only: Sequence[str] | None = None, data_roo
         if v is not None:
             params[k] = str(Path(v).resolve())
     done = []
-    for nb in list_notebooks(nb_dir, only):
-        out = out_dir / f"{nb.stem}.{profile_name}.ipynb"
-        t0 = time.perf_counter()
-        try:
-            # the bar (stderr) counts cells: a long notebook shows where it is; stdout stays for the CLI's JSON
-            pm.execute_notebook(str(nb), str(out), parameters=params, progress_bar=progress, cwd=str(root),
-                                kernel_name=kernel_name, log_output=False)
-        except Exception as e:  # noqa: BLE001 - a dead kernel or a bad parameter fails the same way
-            if not isinstance(e, pm.PapermillExecutionError):
-                raise NotebookFailed(nb.name, _running_cell(out), f"{type(e).__name__}: {e}", out) from e
-            first = (e.source or "").strip().splitlines()[:1]
-            msg = str(e.evalue)
-            msg = msg if len(msg) <= 400 else msg[:300] + " ... " + msg[-80:]  # plotly errors list every option
-            raise NotebookFailed(nb.name, e.cell_index, f"{e.ename}: {msg}"
-                                 + (f" [cell starts: {first[0][:80]!r}]" if first else ""), out) from None
-        done.append({"notebook": nb.name, "executed": str(out), "seconds": round(time.perf_counter() - t0, 1)})
-        if progress:
-            print(f"{nb.name}: ok in {done[-1]['seconds']:.1f} s -> {out}", file=sys.stderr, flush=True)
+    with _png_env(png):
+        for nb in list_notebooks(nb_dir, only):
+            done.append(_execute(pm, nb, out_dir / f"{nb.stem}.{profile_name}.ipynb", params, root, progress,
+                                 kernel_name))
     return done
 
 
+@contextlib.contextmanager
+def _png_env(png: bool) -> Iterator[None]:
+    """The notebooks' kernels inherit this process's environment: ``NSLAB_PNG=0`` reaches their figures."""
+    from .views.figures import PNG_ENV
+
+    before = os.environ.get(PNG_ENV)
+    if not png:
+        os.environ[PNG_ENV] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PNG_ENV, None)
+        else:
+            os.environ[PNG_ENV] = before
+
+
+def _execute(pm, nb: Path, out: Path, params: dict, root: Path, progress: bool, kernel_name: str | None) -> dict:
+    """Run one notebook with papermill into ``out``: ``{"notebook", "executed", "seconds"}``."""
+    t0 = time.perf_counter()
+    try:
+        # the bar (stderr) counts cells: a long notebook shows where it is; stdout stays for the CLI's JSON
+        pm.execute_notebook(str(nb), str(out), parameters=params, progress_bar=progress, cwd=str(root),
+                            kernel_name=kernel_name, log_output=False)
+    except Exception as e:  # noqa: BLE001 - a dead kernel or a bad parameter fails the same way
+        if not isinstance(e, pm.PapermillExecutionError):
+            raise NotebookFailed(nb.name, _running_cell(out), f"{type(e).__name__}: {e}", out) from e
+        first = (e.source or "").strip().splitlines()[:1]
+        msg = str(e.evalue)
+        msg = msg if len(msg) <= 400 else msg[:300] + " ... " + msg[-80:]  # plotly errors list every option
+        raise NotebookFailed(nb.name, e.cell_index, f"{e.ename}: {msg}"
+                             + (f" [cell starts: {first[0][:80]!r}]" if first else ""), out) from None
+    seconds = round(time.perf_counter() - t0, 1)
+    if progress:
+        print(f"{nb.name}: ok in {seconds:.1f} s -> {out}", file=sys.stderr, flush=True)
+    return {"notebook": nb.name, "executed": str(out), "seconds": seconds}
+
+
 # --- the grid, then the notebooks ----------------------------------------------------------------------------
+
+def check_ready(png: bool = True) -> None:
+    """Refuse, in the first second, a machine the notebooks cannot run on: before hours of grid.
+
+    Checks that papermill and a Python kernel are installed and, with ``png``, that figures can be exported
+    as PNG (kaleido and a Chrome/Chromium: :func:`nslab.views.figures.png_problem`).
+
+    Raises:
+        ValueError: what is missing, with the line that installs it (and ``--no-png`` as the way around a
+            missing browser).
+    """
+    import importlib.util
+
+    missing = [m for m in ("papermill", "ipykernel") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f"the notebooks need {' and '.join(missing)}: pip install {' '.join(missing)} "
+                         "(or pip install -e . in the checkout)")
+    if png:
+        from .views.figures import png_problem
+
+        problem = png_problem()
+        if problem:
+            raise ValueError(f"{problem} Nothing was computed. Or run with --no-png for HTML-only figures.")
+
 
 class GridFailed(RuntimeError):
     """Tasks of the grid failed after their retries; the notebooks that did not need them ran.
@@ -151,7 +202,7 @@ def reproduce(profile_name: str, only: Sequence[str] | None = None, data_root: s
               figures_dir: str | os.PathLike | None = None, results_dir: str | os.PathLike | None = None,
               executor: str = "inprocess", address: str | None = None, num_cpus: int | None = None,
               retries: int | None = None, grid_only: bool = False, grid: bool | None = None, progress: bool = True,
-              kernel_name: str | None = None, parameters: dict | None = None) -> dict:
+              kernel_name: str | None = None, parameters: dict | None = None, png: bool = True) -> dict:
     """Run the preset's grid through ``executor``, then the notebooks (which then only read the cache).
 
     Args:
@@ -165,8 +216,10 @@ def reproduce(profile_name: str, only: Sequence[str] | None = None, data_root: s
         retries: runs again a failed task this many times (default: the preset's ``resources.retries``).
         grid_only: compute the grid, run no notebook.
         grid: compute the grid first (``None``: when the notebooks are the project's own, which
-            :func:`nslab.runs.grid.notebook_requests` mirrors; other notebooks compute on demand).
+            :func:`nslab.runs.studies.requests` declares; other notebooks compute on demand).
         progress: bars on stderr.
+        png: ``False``: HTML figures only. With ``True`` (default) a machine that cannot export PNGs is
+            refused before anything is computed (:func:`check_ready`), not after the grid's hours.
 
     Returns:
         ``{"profile", "executor", "grid": report, "notebooks": [...], "seconds"}``.
@@ -174,7 +227,8 @@ def reproduce(profile_name: str, only: Sequence[str] | None = None, data_root: s
     Raises:
         GridFailed: some task failed after its retries (after the notebooks that did not need it ran).
         NotebookFailed: a notebook raised.
-        ValueError: an unknown profile, executor or notebook number; Ray missing for ``"ray"``.
+        ValueError: an unknown profile, executor or notebook number; Ray missing for ``"ray"``; the notebooks
+            cannot run or export PNGs here (raised first, before any computation).
     """
     from .paths import paths as resolve_paths
     from .runs import grid as grid_
@@ -184,6 +238,8 @@ def reproduce(profile_name: str, only: Sequence[str] | None = None, data_root: s
     p = preset(profile_name)
     root = project_root()
     nbs = list_notebooks(Path(notebooks_dir) if notebooks_dir else root / "notebooks", only)
+    if not grid_only and nbs:
+        check_ready(png)
     numbers = [nb.name[:2] for nb in nbs]
     where = resolve_paths(profile_name, figures_dir, results_dir, data_root)
     ex = make_executor(executor, address=address, num_cpus=num_cpus, retries=retries, progress=progress,
@@ -201,7 +257,7 @@ def reproduce(profile_name: str, only: Sequence[str] | None = None, data_root: s
     todo = [n for n in numbers if n not in blocked]
     done = [] if grid_only or not todo else run_notebooks(
         profile_name, todo, data_root, notebooks_dir, build_dir, figures_dir, results_dir, progress, kernel_name,
-        parameters)
+        parameters, png)
     if not report.ok:
         raise GridFailed(report, done, [n for n in numbers if n in blocked])
     return {"profile": profile_name, "executor": executor, "grid": report.to_dict(), "notebooks": done,

@@ -4,7 +4,6 @@ import dataclasses
 
 import pytest
 import torch
-from nslab.prune import apply_masks, shrink_model
 
 import nslab.scaling.baselines as baselines
 from nslab import io
@@ -13,6 +12,7 @@ from nslab.data import synthetic_data
 from nslab.models import create_model, param_count, uniform_widths
 from nslab.scaling.baselines import li_baseline, morphnet_baseline, transplant
 from nslab.scaling.methods import Context
+from nslab.search.prune import apply_masks, shrink_model
 
 TINY = SearchSettings(
     PruneSettings(channels_per_step=8, batches_per_step=1, batch_size=16, pretrain_epochs=0, lr=0.05),
@@ -51,7 +51,7 @@ def test_morphnet_prunes_to_half_then_scales_and_reuses_its_output(tmp_path, dat
     assert sum(res.base_widths) == sum(start) - int(0.5 * sum(start)) == 86
     ctx = Context("vgg11", "cifar10", start_ratio=TINY.start_ratio)
     for r in ratios:
-        target = ctx.budget(r).params
+        target = ctx.budget(r).target
         assert abs(param_count("vgg11", res.configs[r]) - target) / target < 0.03
     saved = io.read_json(tmp_path / "morphnet.json")
     assert saved["base_widths"] == res.base_widths
@@ -65,7 +65,7 @@ def test_morphnet_prunes_to_half_then_scales_and_reuses_its_output(tmp_path, dat
 
 
 def test_li_baseline_prunes_trained_network_to_budget(tmp_path, data):
-    target = Context("vgg11", "cifar10", start_ratio=TINY.start_ratio).budget(LI.li_ratio).params
+    target = Context("vgg11", "cifar10", start_ratio=TINY.start_ratio).budget(LI.li_ratio).target
     r = scale_epochs(recipe("smoke", "cifar10"), 1)
     res = li_baseline("vgg11", "cifar10", data, r, LI, target, TINY.start_ratio, tmp_path, device="cpu",
                       progress=False)

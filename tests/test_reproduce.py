@@ -105,3 +105,35 @@ def test_cli_stdout_is_one_json_object(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert json.loads(out)["notebooks"][0]["notebook"] == "01_ok.ipynb"
     assert "01_ok.ipynb: ok in" in err
+
+
+def test_reproduce_without_a_browser_stops_before_computing_anything(tmp_path, monkeypatch, capsys):
+    # Without Chromium the smoke grid used to run (~1 min; the cpu grid ~2 h) before the first figure failed.
+    from nslab.runs import grid
+    from nslab.views import figures
+
+    monkeypatch.setattr(figures, "find_browser", lambda: None)
+    monkeypatch.setattr(grid, "tasks", lambda *a, **k: pytest.fail("the grid was listed before the check"))
+    res = tmp_path / "r"
+    assert cli_main(["reproduce", "--profile", "smoke", "--results-dir", str(res),
+                     "--figures-dir", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err
+    assert "apt-get install -y chromium" in err and "--no-png" in err and "Nothing was computed" in err
+    assert not res.exists()
+
+
+def test_no_png_writes_html_only_and_reaches_the_kernels(tmp_path, monkeypatch):
+    from nslab.views import figures
+
+    monkeypatch.setattr(figures, "find_browser", lambda: None)  # --no-png needs no browser
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    out = tmp_path / "f"
+    out.mkdir()
+    (out / "nb01_x.png").write_bytes(b"an older figure")
+    write_nb(nbs / "01_fig.ipynb", "import plotly.graph_objects as go\nfrom nslab.views import figures\n"
+             f"saved = figures.save_figure(go.Figure(), 'nb01_x', {str(out)!r})\nassert set(saved) == {{'html'}}")
+    done = reproduce.reproduce("smoke", notebooks_dir=nbs, build_dir=tmp_path / "b", progress=False, png=False)
+    assert [d["notebook"] for d in done["notebooks"]] == ["01_fig.ipynb"]
+    assert (out / "nb01_x.html").is_file() and not (out / "nb01_x.png").exists()  # no stale PNG beside it
+    assert figures.png_enabled()  # the switch is restored in this process

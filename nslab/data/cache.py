@@ -24,7 +24,7 @@ import torch
 from ..io import atomic_write
 from ..paths import default_cache_dir
 
-__all__ = ["default_cache_dir"]
+__all__ = ["ImageSource", "Split", "cache_path", "decode_splits", "default_cache_dir"]
 
 _CACHE_FORMAT = 1  # bump when the decoded-cache content changes
 
@@ -32,7 +32,7 @@ Split = tuple[list[str], list[int]]
 """One split of a file dataset: relative image paths and their labels, in the same order."""
 
 
-class _Source:
+class ImageSource:
     """Read-only access to the files of a folder or of a zip archive by relative POSIX path.
 
     Args:
@@ -107,7 +107,7 @@ def _decode_one(data: bytes, name: str, size: int) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1)
 
 
-def _decode_files(source: _Source, rels: Sequence[str], size: int, desc: str, progress: bool) -> torch.Tensor:
+def _decode_files(source: ImageSource, rels: Sequence[str], size: int, desc: str, progress: bool) -> torch.Tensor:
     """Decode ``rels`` into one (N, 3, size, size) uint8 tensor, chunked over a small thread pool.
 
     Args:
@@ -144,7 +144,7 @@ def _decode_files(source: _Source, rels: Sequence[str], size: int, desc: str, pr
     return out
 
 
-def _cache_path(cache_dir: Path, kind: str, source: Path, options: str) -> Path:
+def cache_path(cache_dir: Path, kind: str, source: Path, options: str) -> Path:
     """The cache file of dataset ``kind`` read from ``source`` with ``options`` (any string), under ``cache_dir``.
 
     The key hashes the resolved path, so the same tree reached through two spellings shares one file.
@@ -158,7 +158,7 @@ def _load_or_decode(cache_file: Path | None, fingerprint: str, build: Callable[[
 
     Args:
         cache_file: the cache file (need not exist); ``None`` disables the cache.
-        fingerprint: the source's current :meth:`_Source.fingerprint`.
+        fingerprint: the source's current :meth:`ImageSource.fingerprint`.
         build: decodes the dataset into a fresh dict of tensors and plain values.
 
     Returns:
@@ -181,8 +181,8 @@ def _load_or_decode(cache_file: Path | None, fingerprint: str, build: Callable[[
     return blob
 
 
-def _decode_splits(
-    source: _Source,
+def decode_splits(
+    source: ImageSource,
     train: Split,
     test: Split,
     classes: list[str],

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..paths import default_cache_dir, resolve_data_root
-from .cache import Split, _cache_path, _decode_splits, _Source
+from .cache import ImageSource, Split, cache_path, decode_splits
 from .images import ImageData, synthetic_data
 from .specs import CIFAR10_CLASSES, DATASETS, DatasetSpec
 
@@ -114,7 +114,7 @@ def load_dataset(
 
 
 def _image_data(spec: DatasetSpec, blob: dict, source: str) -> ImageData:
-    """The :class:`ImageData` of a decoded (or cached) dict of :func:`~nslab.data.cache._decode_splits`."""
+    """The :class:`ImageData` of a decoded (or cached) dict of :func:`~nslab.data.cache.decode_splits`."""
     return ImageData(
         spec, tuple(blob["classes"]), blob["train_x"], blob["train_y"], blob["test_x"], blob["test_y"], source
     )
@@ -155,7 +155,7 @@ def _folder_layout(root: Path) -> tuple[Path, Path] | None:
     return None
 
 
-def _folder_split(source: _Source, split_dir: Path, classes: Sequence[str]) -> Split:
+def _folder_split(source: ImageSource, split_dir: Path, classes: Sequence[str]) -> Split:
     """The image files of ``split_dir`` (a child of ``source``'s folder), class by class in label order.
 
     A class folder missing from the split contributes nothing (a test split may lack classes).
@@ -187,15 +187,15 @@ def _load_image_folder(spec: DatasetSpec, root: Path, cache_dir: Path | None, pr
     unknown = sorted(set(_class_dirs(test_dir)) - set(classes))
     if unknown:
         raise DatasetLayoutError(f"{test_dir} has class folders missing from {train_dir}: {unknown[:5]}")
-    source = _Source(root)
+    source = ImageSource(root)
     train = _folder_split(source, train_dir, classes)
     test = _folder_split(source, test_dir, classes)
     for split_dir, (rels, _) in ((train_dir, train), (test_dir, test)):
         if not rels:
             raise DatasetLayoutError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {split_dir}")
-    cache = _cache_path(cache_dir, f"folder-{spec.name}", root, "") if cache_dir else None
+    cache = cache_path(cache_dir, f"folder-{spec.name}", root, "") if cache_dir else None
     descs = (f"decode {train_dir}", f"decode {test_dir}")
-    blob = _decode_splits(source, train, test, list(classes), spec.image_size, descs, cache, progress)
+    blob = decode_splits(source, train, test, list(classes), spec.image_size, descs, cache, progress)
     return _image_data(spec, blob, str(root))
 
 
@@ -299,7 +299,7 @@ def _natural_key(s: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 
 
-def _tiny_prefix(source: _Source, location: Path) -> str:
+def _tiny_prefix(source: ImageSource, location: Path) -> str:
     """The path prefix of the dataset's files in ``source``: ``"tiny-imagenet-200/"`` in the official zip.
 
     Raises:
@@ -317,7 +317,7 @@ def _tiny_prefix(source: _Source, location: Path) -> str:
     return prefix
 
 
-def _tiny_train(source: _Source, prefix: str, index: dict[str, int], location: Path) -> Split:
+def _tiny_train(source: ImageSource, prefix: str, index: dict[str, int], location: Path) -> Split:
     """The training images ``train/<wnid>/images/*``, labelled by ``index[wnid]``, in file-path order.
 
     Raises:
@@ -336,7 +336,7 @@ def _tiny_train(source: _Source, prefix: str, index: dict[str, int], location: P
     return rels, labels
 
 
-def _tiny_val(source: _Source, prefix: str, classes: Sequence[str], per_class: int | None) -> Split:
+def _tiny_val(source: ImageSource, prefix: str, classes: Sequence[str], per_class: int | None) -> Split:
     """The test split: the official validation set regrouped by class, ``per_class`` images each (``None``: all).
 
     The release moved the first 25 images per class (in directory-listing order, which is
@@ -367,7 +367,7 @@ def _load_tiny_official(
     Raises:
         DatasetLayoutError: a zip without ``wnids.txt``, unlisted class folders, or an empty split.
     """
-    source = _Source(location)
+    source = ImageSource(location)
     prefix = _tiny_prefix(source, location)
     wnids = source.read(f"{prefix}wnids.txt").decode().split()
     # The release trains with ImageFolder on train/, whose label order is the sorted folder names.
@@ -377,7 +377,7 @@ def _load_tiny_official(
     if not train[0] or not test[0]:
         raise DatasetLayoutError(f"{location}: no training or validation images found.\n{ACCEPTED_LAYOUTS}")
     opts = f"test_per_class={test_per_class}"
-    cache = _cache_path(cache_dir, "tinyimagenet", location, opts) if cache_dir else None
+    cache = cache_path(cache_dir, "tinyimagenet", location, opts) if cache_dir else None
     descs = ("decode tiny train", "decode tiny val")
-    blob = _decode_splits(source, train, test, classes, spec.image_size, descs, cache, progress)
+    blob = decode_splits(source, train, test, classes, spec.image_size, descs, cache, progress)
     return _image_data(spec, blob, str(location))

@@ -8,7 +8,9 @@ a Chrome downloaded by ``kaleido_get_chrome`` (choreographer's local copy), the 
 environment variable, then ``chrome``/``google-chrome``/``chromium``/``chromium-browser`` on ``PATH``
 and their usual install paths (``/usr/bin/chromium`` from Debian's ``chromium`` package). Without one,
 :func:`save_figure` fails with :class:`FigureExportError` naming what is missing, after nothing has
-been written.
+been written; :func:`nslab.reproduce.reproduce` checks the same (:func:`png_problem`) before it computes
+anything. ``NSLAB_PNG=0`` in the environment (``nslab reproduce --no-png`` sets it for the notebooks'
+kernels) writes HTML figures only.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .. import io
 NAME_RE = re.compile(r"^(fig(0[2-9]|1[01])|table[1-6]|nb0[1-8])_[a-z0-9]+(_[a-z0-9]+)*$")
 PNG_WIDTH, PNG_HEIGHT, PNG_SCALE = 1000, 560, 2  # CSS pixels; scale 2 keeps text sharp in documents
 _server_started = False
+PNG_ENV = "NSLAB_PNG"  # "0": HTML figures only (nslab reproduce --no-png)
 
 
 class FigureExportError(RuntimeError):
@@ -55,18 +58,31 @@ def find_browser() -> str | None:
     return Chromium.find_browser(skip_local=False)
 
 
+def png_enabled() -> bool:
+    """Whether :func:`save_figure` writes PNGs: unless ``NSLAB_PNG=0`` (HTML-only figures)."""
+    return os.environ.get(PNG_ENV, "1") != "0"
+
+
+def png_problem() -> str | None:
+    """Why PNG export cannot work on this machine (the install line included), or ``None`` when it can."""
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        return "PNG export needs the 'kaleido' package (pip install 'kaleido>=1')"
+    if find_browser() is None:
+        return ("PNG export needs Chrome or Chromium for kaleido and none was found. Install one "
+                "(Debian/Ubuntu: 'apt-get install -y chromium'), or point BROWSER_PATH at its executable, "
+                "or run 'kaleido_get_chrome'.")
+    return None
+
+
 def _png(fig: Any, width: int, height: int) -> bytes:
     global _server_started
-    try:
-        import kaleido
-    except ImportError:
-        raise FigureExportError("PNG export needs the 'kaleido' package (pip install 'kaleido>=1')") from None
-    if find_browser() is None:
-        raise FigureExportError(
-            "PNG export needs Chrome or Chromium for kaleido and none was found. Install one "
-            "(Debian/Ubuntu: 'apt-get install -y chromium'), or point BROWSER_PATH at its executable, "
-            "or run 'kaleido_get_chrome'."
-        )
+    problem = png_problem()
+    if problem:
+        raise FigureExportError(problem)
+    import kaleido
+
     if not _server_started and hasattr(kaleido, "start_sync_server"):
         # One persistent browser for the whole process: ~1 s per figure instead of ~4 s.
         kaleido.start_sync_server(silence_warnings=True)
@@ -88,7 +104,9 @@ def save_figure(
     """Save a plotly figure as ``<name>.html`` (interactive) and ``<name>.png`` (static) in ``out_dir``.
 
     The HTML loads ``plotly.min.js`` from the same folder (written once), so the figures open offline
-    and each stays small. The PNG is rendered first: if that fails nothing is written.
+    and each stays small. The PNG is rendered first: if that fails nothing is written. With PNGs off
+    (:func:`png_enabled`) only the HTML is written, and a PNG of the same name from an earlier run is
+    removed: it would show another figure than the HTML beside it.
 
     Args:
         fig: a ``plotly.graph_objects.Figure`` (or ``FigureWidget``).
@@ -97,21 +115,23 @@ def save_figure(
         width, height: PNG size in CSS pixels (rendered at 2x).
 
     Returns:
-        ``{"html": path, "png": path}``.
+        ``{"html": path, "png": path}`` (no ``"png"`` with PNGs off).
     """
     check_name(name)
     out = Path(out_dir)
-    png = _png(fig, width, height)
+    png = _png(fig, width, height) if png_enabled() else None
     js = out / "plotly.min.js"
     if not js.exists():
         from plotly.offline import get_plotlyjs
 
         io.atomic_write_text(js, get_plotlyjs())
     html = fig.to_html(include_plotlyjs="directory", full_html=True)
-    return {
-        "html": io.atomic_write_text(out / f"{name}.html", html),
-        "png": io.atomic_write_bytes(out / f"{name}.png", png),
-    }
+    saved = {"html": io.atomic_write_text(out / f"{name}.html", html)}
+    if png is None:
+        (out / f"{name}.png").unlink(missing_ok=True)
+    else:
+        saved["png"] = io.atomic_write_bytes(out / f"{name}.png", png)
+    return saved
 
 
 def _cell(v: Any) -> str:

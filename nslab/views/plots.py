@@ -252,33 +252,40 @@ def configurations_figure(
                 row=r,
                 col=c,
             )
-        for s, widths in reference.get(panel, {}).items():
-            lengths = {len(w) for w in series.values()}
-            if lengths and lengths != {len(widths)}:
-                raise ValueError(f"reference {s!r} of panel {panel!r} has {len(widths)} layers, its series "
-                                 f"{sorted(lengths)}")
-            i = ref_names.index(s)
-            color, symbol = _REFERENCE_STYLE[i % len(_REFERENCE_STYLE)]
-            fig.add_trace(
-                go.Scatter(
-                    x=list(range(1, len(widths) + 1)),
-                    y=list(widths),
-                    mode="markers",
-                    name=s,
-                    legendgroup=f"reference {s}",
-                    showlegend=s not in shown,
-                    marker=dict(symbol=symbol, size=11, color=color, line=dict(width=2)),
-                ),
-                row=r,
-                col=c,
-            )
-            shown.add(s)
-        fig.update_xaxes(title_text="layer (forward order)", dtick=1 if len(widths) <= 20 else 2, row=r, col=c)
+        _reference_traces(fig, panel, series, reference.get(panel, {}), ref_names, shown, r, c)
+        layers = max((len(w) for w in series.values()), default=0)
+        fig.update_xaxes(title_text="layer (forward order)", dtick=1 if layers <= 20 else 2, row=r, col=c)
         fig.update_yaxes(title_text="filters (channels)", rangemode="tozero", row=r, col=c)
     if reference:
         series_title = f"{series_title} (hollow markers: reference)" if series_title else "hollow markers: reference"
     fig.update_layout(legend_title_text=series_title, height=max(450, 330 * rows), **_head(title))
     return fig
+
+
+def _reference_traces(fig: go.Figure, panel: str, series: Mapping[str, Sequence[int]],
+                      refs: Mapping[str, Sequence[int]], ref_names: list[str], shown: set[str], r: int, c: int) -> None:
+    """Hollow markers of a panel's references (see :func:`configurations_figure`); ``shown`` names the ones
+    already in the legend and is updated."""
+    lengths = {len(w) for w in series.values()}
+    for s, widths in refs.items():
+        if lengths and lengths != {len(widths)}:
+            raise ValueError(f"reference {s!r} of panel {panel!r} has {len(widths)} layers, its series "
+                             f"{sorted(lengths)}")
+        color, symbol = _REFERENCE_STYLE[ref_names.index(s) % len(_REFERENCE_STYLE)]
+        fig.add_trace(
+            go.Scatter(
+                x=list(range(1, len(widths) + 1)),
+                y=list(widths),
+                mode="markers",
+                name=s,
+                legendgroup=f"reference {s}",
+                showlegend=s not in shown,
+                marker=dict(symbol=symbol, size=11, color=color, line=dict(width=2)),
+            ),
+            row=r,
+            col=c,
+        )
+        shown.add(s)
 
 
 def budget_widths_figure(
