@@ -69,10 +69,12 @@ def test_cuda_uses_a_device_copy_and_events():
 
 import numpy as np  # noqa: E402
 
-from nslab.models import create_model, default_widths, uniform_widths  # noqa: E402
+from nslab.data import DATASETS, dataset_spec  # noqa: E402
+from nslab.models import ARCHS, create_model, default_widths, uniform_widths  # noqa: E402
 from nslab.scaling.latency_table import LatencyTable, Op, grid_weights, network_ops  # noqa: E402
 from nslab.scaling.methods import METHODS, Context, get_method  # noqa: E402
-from nslab.scaling.powerlaw import published_fit, scale_widths, widths_for_budget  # noqa: E402
+from nslab.scaling.powerlaw import published_fit  # noqa: E402
+from nslab.scaling.solver import scale_widths, widths_for_budget  # noqa: E402
 
 
 def bilinear_ms(op: Op) -> float:
@@ -92,9 +94,16 @@ def fake_table(tmp_path, **kw):
     return LatencyTable(cache_dir=tmp_path, timer=timer, progress=False, **kw), calls
 
 
-@pytest.mark.parametrize("arch,dataset,convcut", [("vgg11", "cifar10", False), ("resnet18", "cifar100", False),
-                                                  ("resnet18", "tinyimagenet", True), ("mobilenetv2", "cifar10", False),
-                                                  ("mobilenetv2", "tinyimagenet", True)])
+# Every registered network with a latency model, on each of its variants (with convcut where it applies).
+OPS_VARIANTS = [
+    (name, dataset, convcut)
+    for name, a in ARCHS.items() if a.ops is not None
+    for dataset, spec in DATASETS.items() if spec.variant in a.variants
+    for convcut in ((False, True) if a.has_shortcuts else (False,))
+]
+
+
+@pytest.mark.parametrize("arch,dataset,convcut", OPS_VARIANTS)
 def test_network_ops_are_the_models_layers(arch, dataset, convcut):
     rng = np.random.default_rng(0)
     widths = [int(w) for w in rng.integers(3, 12, len(default_widths(arch)))]
@@ -113,7 +122,7 @@ def test_network_ops_are_the_models_layers(arch, dataset, convcut):
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             m.register_forward_hook(hook)
-    size = 64 if dataset == "tinyimagenet" else 32
+    size = dataset_spec(dataset).image_size
     with torch.no_grad():
         model(torch.zeros(1, 3, size, size))
     ops = network_ops(arch, widths, dataset, convcut)
@@ -195,8 +204,30 @@ def test_latency_budget_in_the_solver_and_methods(tmp_path):
     ctx = Context.published("vgg11-cifar10", (1, 15))
     ctx = Context(ctx.arch, ctx.dataset, laws=ctx.laws, latency=table)
     b = ctx.budget(0.5, "latency")
-    assert b.params == budget and b.metric == "latency"
+    assert b.target == budget and b.metric == "latency"
     assert get_method("uniform")(ctx, b) == uniform_widths("vgg11", 0.5)
     for name in ("neuralscale_it1", "neuralscale_last", "morphnet"):
         w = METHODS[name](ctx, b)
         assert abs(table.predict("vgg11", w) - budget) / budget < 0.02, name
+
+
+def test_op_keys_stay_those_of_the_cache_files():
+    # The on-disk table is keyed by Op.key(): moving Op (into nslab.models) must not change a key.
+    assert Op("conv", 32, 3, 64, 3, bias=True, post="bn_relu", fixed_in=True).key() == \
+        '["conv",32,3,64,3,1,false,true,"bn_relu",true,false]'
+    assert Op("add", 8, 16, 16).key() == '["add",8,16,16,1,1,false,false,"",false,false]'
+
+
+def test_an_architecture_without_ops_has_no_latency_model(tmp_path):
+    import dataclasses
+
+    from nslab.models import get_arch, register, unregister
+
+    register(dataclasses.replace(get_arch("vgg11"), name="vgg11_no_ops", ops=None))
+    try:
+        with pytest.raises(ValueError, match="no latency model for architecture 'vgg11_no_ops'"):
+            fake_table(tmp_path)[0].predict("vgg11_no_ops", [4] * 8)
+    finally:
+        unregister("vgg11_no_ops")
+    with pytest.raises(ValueError, match="unknown architecture 'resnet50'"):
+        network_ops("resnet50", [4] * 8)

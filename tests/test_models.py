@@ -1,3 +1,4 @@
+import dataclasses
 import zlib
 
 import numpy as np
@@ -5,24 +6,31 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from nslab.data import DATASETS, dataset_spec
 from nslab.models import (
     ARCHS,
+    Architecture,
+    Gate,
+    WidthGroup,
     create_model,
     default_widths,
+    get_arch,
     macs,
     macs_counter,
     param_count,
     param_counter,
+    register,
     uniform_widths,
+    unregister,
 )
 
+# Every registered network, on every dataset of its variants, with and without convcut where it applies.
 VARIANTS = [
-    ("vgg11", "cifar10", False), ("vgg11", "cifar100", False),
-    ("resnet18", "cifar10", False), ("resnet18", "cifar100", False), ("resnet18", "tinyimagenet", False),
-    ("resnet18", "cifar100", True), ("resnet18", "tinyimagenet", True),
-    ("mobilenetv2", "cifar10", False), ("mobilenetv2", "cifar100", False),
-    ("mobilenetv2", "tinyimagenet", False), ("mobilenetv2", "cifar100", True),
-    ("mobilenetv2", "tinyimagenet", True),
+    (name, dataset, convcut)
+    for name, a in ARCHS.items()
+    for dataset, spec in DATASETS.items()
+    if spec.variant in a.variants
+    for convcut in ((False, True) if a.has_shortcuts else (False,))
 ]
 
 
@@ -70,11 +78,10 @@ def test_param_count_equals_model(arch, dataset, convcut):
 
 @pytest.mark.parametrize("arch,dataset,convcut", VARIANTS)
 def test_forward_shapes(arch, dataset, convcut):
-    size = 64 if dataset == "tinyimagenet" else 32
+    spec = dataset_spec(dataset)
     n = len(default_widths(arch))
     model = create_model(arch, [4] * n, dataset, convcut).eval()
-    k = {"cifar10": 10, "cifar100": 100, "tinyimagenet": 200}[dataset]
-    assert model(torch.randn(2, 3, size, size)).shape == (2, k)
+    assert model(torch.randn(2, 3, spec.image_size, spec.image_size)).shape == (2, spec.num_classes)
 
 
 def test_shortcut_kinds():
@@ -91,12 +98,10 @@ def test_shortcut_kinds():
                    for b in create_model("mobilenetv2", None, "cifar100", convcut=True).blocks)
 
 
-def test_gates_cover_every_width():
-    from nslab.models import Gate
-
-    for arch in ARCHS:
-        gates = [m.index for m in create_model(arch, None, "cifar10").modules() if isinstance(m, Gate)]
-        assert sorted(gates) == list(range(len(default_widths(arch))))
+@pytest.mark.parametrize("arch,dataset,convcut", VARIANTS)
+def test_gates_cover_every_width(arch, dataset, convcut):
+    gates = [m.index for m in create_model(arch, None, dataset, convcut).modules() if isinstance(m, Gate)]
+    assert sorted(gates) == list(range(len(default_widths(arch))))
 
 
 @pytest.mark.parametrize(
@@ -125,7 +130,7 @@ def test_bad_input(call, match):
 
 def flop_counter_macs(model: torch.nn.Module, dataset: str) -> int:
     """FlopCounterMode's total for one random image of the dataset's size, halved (it counts 2 flops per MAC)."""
-    size = 64 if dataset == "tinyimagenet" else 32
+    size = dataset_spec(dataset).image_size
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model.eval()(torch.randn(1, 3, size, size))
     flops = counter.get_total_flops()
@@ -175,3 +180,60 @@ def test_macs_grow_with_widths(arch, dataset, convcut):
         assert count(base[:i] + [base[i] + 1] + base[i + 1:]) > count(base)
     # Without a model: a fast closure, as cheap as the parameter counter.
     assert param_counter(arch, dataset, convcut)(base) == param_count(arch, base, dataset, convcut)
+
+
+# --- the Architecture objects and the registry --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_architecture_describes_its_width_vector(arch):
+    a = get_arch(arch)
+    assert a.name == arch and len(a.groups) == len(a.default_widths) == len(default_widths(arch))
+    assert list(a.default_widths) == default_widths(arch) and len(set(a.width_names)) == len(a.groups)
+    assert a.shrinkable <= set(range(len(a.groups))) and a.variants
+    spec = dataset_spec(next(d for d, s in DATASETS.items() if s.variant in a.variants))
+    assert a.ops is not None and a.ops(list(a.default_widths), spec, False)  # every paper network has a latency model
+
+
+def test_paper_networks_shrink_what_they_can_remove_exactly():
+    assert get_arch("vgg11").shrinkable == set(range(8))
+    assert get_arch("resnet18").shrinkable == set(range(1, 17, 2))  # the middle widths; the stream is masked
+    assert get_arch("mobilenetv2").shrinkable == {18}  # the head; block widths set the next expansion
+
+
+def test_a_bad_architecture_fails_when_it_is_made_or_registered():
+    vgg = get_arch("vgg11")
+    with pytest.raises(ValueError, match=r"shrinkable indices \[8\] are outside 0\.\.7"):
+        dataclasses.replace(vgg, name="vgg_bad", shrinkable={0, 8})
+    with pytest.raises(ValueError, match="subset of"):
+        dataclasses.replace(vgg, name="vgg_bad", variants=("imagenet",))
+    with pytest.raises(ValueError, match="unique"):
+        dataclasses.replace(vgg, name="vgg_bad", groups=(WidthGroup("a", 4), WidthGroup("a", 4)))
+    with pytest.raises(ValueError, match="positive integers"):
+        dataclasses.replace(vgg, name="vgg_bad", groups=(WidthGroup("a", 0),))
+    with pytest.raises(ValueError, match="already registered"):
+        register(vgg)
+    with pytest.raises(ValueError, match=r"params\(\) gives 0 at the default widths \(convcut=False\)"):
+        register(dataclasses.replace(vgg, name="vgg_bad", params=lambda *args: 0))
+    with pytest.raises(ValueError, match="expected 8 widths"):  # one group short of the builder's 8 gates
+        register(dataclasses.replace(vgg, name="vgg_bad", groups=vgg.groups[:-1], shrinkable=range(7)))
+    with pytest.raises(ValueError, match=r"Gate indices are \[\]; need exactly one Gate per width group, 0\.\.7"):
+        register(dataclasses.replace(vgg, name="vgg_bad", build=lambda *args: torch.nn.Linear(3, 10)))
+    with pytest.raises(ValueError, match="Architecture"):
+        register("vgg_bad")
+    assert "vgg_bad" not in ARCHS
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_register_and_unregister(arch):
+    # A copy under another name passes the registration check (a meta build: gates and params) and is usable.
+    a = register(dataclasses.replace(get_arch(arch), name=f"{arch}_copy"))
+    widths = [4] * len(a.groups)
+    try:
+        assert isinstance(a, Architecture) and list(ARCHS)[-1] == f"{arch}_copy"
+        assert param_count(f"{arch}_copy", widths) == param_count(arch, widths)
+        assert n_params(create_model(f"{arch}_copy", widths)) == param_count(arch, widths)
+    finally:
+        assert unregister(f"{arch}_copy") is a
+    with pytest.raises(ValueError, match=f"unknown architecture '{arch}_copy'"):
+        create_model(f"{arch}_copy")

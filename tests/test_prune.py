@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from nslab.prune import (
+
+from nslab.data import synthetic_data
+from nslab.models import ARCHS, create_model, default_widths, param_count, uniform_widths
+from nslab.search.prune import (
     BNScale,
     L1Norm,
     PruneSettings,
@@ -18,9 +21,6 @@ from nslab.prune import (
     shrink_model,
     shrinkable_layers,
 )
-
-from nslab.data import synthetic_data
-from nslab.models import create_model, default_widths, param_count, uniform_widths
 
 TINY = {
     "vgg11": [6, 8, 8, 10, 10, 12, 12, 12],
@@ -146,11 +146,16 @@ def test_weight_criteria_score_each_channel():
 # --- shrinking ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", ["vgg11", "resnet18", "mobilenetv2"])
+def tiny_widths(arch: str) -> list[int]:
+    """The small widths above for the paper's networks; an eighth of the defaults (at least 4) for others."""
+    return TINY.get(arch) or [max(4, w // 8) for w in default_widths(arch)]
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
 def test_shrinking_preserves_outputs_params_and_momentum(arch):
     gen = torch.Generator().manual_seed(3)
     torch.manual_seed(3)
-    widths = TINY[arch]
+    widths = tiny_widths(arch)
     model = create_model(arch, widths)
     _randomise_bn(model, gen)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -188,6 +193,23 @@ def test_shrinking_preserves_outputs_params_and_momentum(arch):
                 checked += 1
     assert checked > 0
     assert len(new_opt.state) == len(opt.state)
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_shrunk_optimiser_state_keeps_the_channels_last_layout(arch):
+    # index_select returns NCHW tensors: a momentum buffer of a channels-last weight must be put back.
+    torch.manual_seed(0)
+    widths = tiny_widths(arch)
+    model = create_model(arch, widths).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(2, 3, 32, 32).to(memory_format=torch.channels_last)
+    F.cross_entropy(model(x), torch.arange(2)).backward()
+    opt.step()
+    keep = {i: torch.arange(0, widths[i], 2) for i in shrinkable_layers(arch)}
+    new, _, new_opt = shrink_model(model, arch, widths, keep, optimizer=opt)
+    bufs = [new_opt.state[p]["momentum_buffer"] for p in new.parameters() if p.dim() == 4]
+    assert bufs and all(p.is_contiguous(memory_format=torch.channels_last) for p in new.parameters() if p.dim() == 4)
+    assert all(b.is_contiguous(memory_format=torch.channels_last) for b in bufs)
 
 
 def test_shrink_rejects_entries_that_must_be_masked():
@@ -305,7 +327,7 @@ import torch
 torch.set_num_threads(1)
 from nslab.data import synthetic_data
 from nslab.models import uniform_widths
-from nslab.prune import PruneSettings, prune
+from nslab.search.prune import PruneSettings, prune
 data = synthetic_data(train_per_class=16, test_per_class=2)
 SETTINGS = PruneSettings(channels_per_step=16, batches_per_step=2, batch_size=32, pretrain_epochs=1,
                          stop_fraction=0.05, lr_decay_every=1)
@@ -442,7 +464,7 @@ def test_the_last_incomplete_minibatch_counts_towards_a_prune_step_as_in_the_rel
     # small one and it counts like any other minibatch (drop_last=False).
     import sys
 
-    mod = sys.modules["nslab.prune"]  # (``nslab.prune`` the attribute is the function)
+    mod = sys.modules["nslab.search.prune"]  # (``nslab.prune`` the attribute is the function)
     passes: list[list[int]] = []
     real = mod.train_one_epoch
 

@@ -1,6 +1,8 @@
-"""Width-vector model builders, their registry, exact parameter counts and MACs."""
+"""The networks: one :class:`Architecture` per network, their registry, exact parameter counts and MACs."""
 
+from .architecture import Architecture, WidthGroup
 from .common import Gate
+from .ops import Op
 from .registry import (
     ARCHS,
     create_model,
@@ -10,12 +12,17 @@ from .registry import (
     macs_counter,
     param_count,
     param_counter,
+    register,
     uniform_widths,
+    unregister,
 )
 
 __all__ = [
     "ARCHS",
+    "Architecture",
     "Gate",
+    "Op",
+    "WidthGroup",
     "create_model",
     "default_widths",
     "get_arch",
@@ -23,5 +30,7 @@ __all__ = [
     "macs_counter",
     "param_count",
     "param_counter",
+    "register",
     "uniform_widths",
+    "unregister",
 ]

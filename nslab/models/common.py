@@ -11,7 +11,7 @@ class Gate(nn.Identity):
     """Marks a searchable channel group (one entry of the width vector).
 
     It computes nothing and owns no parameters, so models stay usable (and parameter counts exact)
-    without pruning; `nslab.prune` hooks these modules to read the Taylor-FO gate gradient
+    without pruning; `nslab.search.prune` hooks these modules to read the Taylor-FO gate gradient
     ``sum(z * dL/dz)`` of a constant gate g = 1 at this point.
 
     Args:

@@ -7,7 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..data import DatasetSpec
+from .architecture import Architecture, WidthGroup
 from .common import Gate, check_widths, conv_bn_count
+from .ops import Op
 
 # (expansion t, default output width c, blocks n) per stage.
 _STAGES = [(1, 16, 1), (6, 24, 2), (6, 32, 3), (6, 64, 4), (6, 96, 3), (6, 160, 3), (6, 320, 1)]
@@ -112,3 +115,41 @@ def macs(widths: Sequence[int], num_classes: int, variant: str, convcut: bool, i
         h = ho
     total += h * h * widths[-2] * widths[-1]
     return total + widths[-1] * num_classes  # the classifier: a 1x1 conv on the pooled 1x1 map
+
+
+def ops(widths: Sequence[int], spec: DatasetSpec, convcut: bool) -> list[Op]:
+    """The layers of one forward pass, as a latency table times them (see :class:`~nslab.models.Op`)."""
+    w, k, h = widths, spec.num_classes, spec.image_size
+    out = [Op("conv", h, 3, w[0], 3, bias=True, post="bn_relu6", fixed_in=True)]
+    for cin, hid, cout, stride, conv in _block_plan(w, spec.variant, convcut):
+        ho = (h - 1) // stride + 1
+        # The expansion's width is 6 * cin (1 * cin in the first block): it moves with cin.
+        out += [Op("conv", h, cin, hid, 1, bias=True, post="bn_relu6"),
+                Op("conv", h, hid, hid, 3, stride, depthwise=True, bias=True, post="bn_relu6"),
+                Op("conv", ho, hid, cout, 1, bias=True, post="bn")]
+        if conv:
+            out.append(Op("conv", h, cin, cout, 1, stride, bias=True, post="bn"))
+        out.append(Op("add", ho, cout, cout))
+        h = ho
+    return [*out, Op("conv", h, w[-2], w[-1], 1, bias=True, post="bn_relu6"), Op("avgpool", h, w[-1], w[-1]),
+            Op("conv", 1, w[-1], k, 1, bias=True, fixed_out=True)]
+
+
+ARCH = Architecture(
+    "mobilenetv2",
+    groups=(WidthGroup("stem", DEFAULT_WIDTHS[0], "the stem conv's outputs; block 1's input (and its expansion)"),
+            *(WidthGroup(f"block{b + 1}", w, f"blocks.{b}: the projection's and shortcut's outputs; the next "
+                         "block's input, which sets its expansion width (t x this)")
+              for b, w in enumerate(DEFAULT_WIDTHS[1:-1])),
+            WidthGroup("head", DEFAULT_WIDTHS[-1], "the final 1x1 conv's outputs; the classifier's inputs")),
+    variants=("cifar", "tiny"),
+    has_shortcuts=True,
+    build=build,
+    params=count,
+    macs=macs,
+    # Only the head width (index 18) shrinks exactly. The stem and block outputs are masked: a block's hidden width
+    # is tied to t x its input width, so removing an input channel removes hidden channels that are not tied to it.
+    shrinkable=frozenset({len(DEFAULT_WIDTHS) - 1}),
+    ops=ops,
+    description="MobileNetV2 (19 widths: the stem, the 17 bottleneck outputs, the final 1x1 conv)",
+)

@@ -1,54 +1,78 @@
-"""The architecture registry: names -> builders, default widths, closed-form parameter and MACs counts."""
+"""The architecture registry: names -> :class:`~nslab.models.Architecture`, and the public counts over it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from ..data import DatasetSpec, dataset_spec
 from . import mobilenet, resnet, vgg
-from .common import check_widths
+from .architecture import Architecture
+from .common import Gate, check_widths
+
+# The registered networks by name (insertion order: the paper's three first). Read it; change it through
+# register / unregister.
+ARCHS: dict[str, Architecture] = {}
+
+_CHECK_CLASSES = 10
 
 
-@dataclass(frozen=True)
-class Arch:
-    """One registered architecture.
+def _check_build(a: Architecture) -> None:
+    """Build ``a`` at its default widths on the meta device (no memory, milliseconds), with and without
+    ``convcut`` where it applies, and check what every consumer relies on: one gate per width group, and
+    ``params`` equal to the built module's count."""
+    widths, variant = list(a.default_widths), a.variants[0]
+    for convcut in (False, True) if a.has_shortcuts else (False,):
+        with torch.device("meta"):
+            model = a.build(widths, _CHECK_CLASSES, variant, convcut)
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"architecture {a.name!r}: build returned {type(model).__name__}, not an nn.Module")
+        gates = sorted(m.index for m in model.modules() if isinstance(m, Gate))
+        if gates != list(range(len(a.groups))):
+            raise ValueError(f"architecture {a.name!r}: the built model's Gate indices are {gates}; "
+                             f"need exactly one Gate per width group, 0..{len(a.groups) - 1}")
+        n = sum(p.numel() for p in model.parameters())
+        counted = a.params(widths, _CHECK_CLASSES, variant, convcut)
+        if counted != n:
+            raise ValueError(f"architecture {a.name!r}: params() gives {counted} at the default widths "
+                             f"(convcut={convcut}), the built model has {n} parameters")
 
-    Attributes:
-        name: registry name.
-        default_widths: the paper's default width vector (forward order).
-        variants: dataset variants it exists for (``"cifar"``, ``"tiny"``).
-        has_shortcuts: whether ``convcut`` applies.
-        build: ``(widths, num_classes, variant, convcut) -> nn.Module``.
-        count: ``(widths, num_classes, variant, convcut) -> int``, the closed-form parameter count.
-        macs: ``(widths, num_classes, variant, convcut, image_size) -> int``, the closed-form
-            multiply-accumulates of one image (see :func:`macs`).
+
+def register(arch: Architecture, replace: bool = False, check: bool = True) -> Architecture:
+    """Add ``arch`` to the registry under ``arch.name``; every name-taking function of nslab then accepts it.
+
+    Args:
+        arch: the network (validated when constructed: groups, variants, shrinkable indices).
+        replace: allow replacing a registered architecture of the same name.
+        check: also build it once on the meta device at its default widths: its gates must be exactly
+            ``0..L-1`` and ``params`` must equal the built model's parameter count.
+
+    Returns:
+        ``arch``.
+
+    Raises:
+        ValueError: not an Architecture, a name already taken (without ``replace``), or a failed check.
     """
-
-    name: str
-    default_widths: tuple[int, ...]
-    variants: tuple[str, ...]
-    has_shortcuts: bool
-    build: Callable[..., nn.Module]
-    count: Callable[..., int]
-    macs: Callable[..., int]
-
-
-ARCHS: dict[str, Arch] = {
-    "vgg11": Arch("vgg11", tuple(vgg.DEFAULT_WIDTHS), ("cifar",), False, vgg.build, vgg.count, vgg.macs),
-    "resnet18": Arch(
-        "resnet18", tuple(resnet.DEFAULT_WIDTHS), ("cifar", "tiny"), True, resnet.build, resnet.count, resnet.macs
-    ),
-    "mobilenetv2": Arch(
-        "mobilenetv2", tuple(mobilenet.DEFAULT_WIDTHS), ("cifar", "tiny"), True, mobilenet.build, mobilenet.count,
-        mobilenet.macs,
-    ),
-}
+    if not isinstance(arch, Architecture):
+        raise ValueError(f"register takes an nslab.models.Architecture, got {type(arch).__name__}")
+    if arch.name in ARCHS and not replace:
+        raise ValueError(f"architecture {arch.name!r} is already registered (pass replace=True to replace it)")
+    if check:
+        _check_build(arch)
+    ARCHS[arch.name] = arch
+    return arch
 
 
-def get_arch(name: str) -> Arch:
+def unregister(name: str) -> Architecture:
+    """Remove the architecture ``name`` from the registry and return it."""
+    a = get_arch(name)
+    del ARCHS[name]
+    return a
+
+
+def get_arch(name: str) -> Architecture:
     """Return the registered architecture ``name``; raise ``ValueError`` naming the accepted names."""
     try:
         return ARCHS[name]
@@ -56,14 +80,22 @@ def get_arch(name: str) -> Arch:
         raise ValueError(f"unknown architecture {name!r}; accepted: {', '.join(ARCHS)}") from None
 
 
-def _resolve(arch: str, dataset: str | DatasetSpec, convcut: bool) -> tuple[Arch, DatasetSpec]:
+# The paper's networks. Not built at import (the first meta build costs ~1 s): tests/test_models.py proves
+# their counts, gates and latency ops against the built models for every variant.
+for _paper in (vgg.ARCH, resnet.ARCH, mobilenet.ARCH):
+    register(_paper, check=False)
+del _paper
+
+
+def _resolve(arch: str, dataset: str | DatasetSpec, convcut: bool) -> tuple[Architecture, DatasetSpec]:
     a = get_arch(arch)
     spec = dataset if isinstance(dataset, DatasetSpec) else dataset_spec(dataset)
     if spec.variant not in a.variants:
         raise ValueError(f"{arch} has no variant for dataset {spec.name!r} ({spec.variant}); "
                          f"it exists for: {', '.join(a.variants)}")
     if convcut and not a.has_shortcuts:
-        raise ValueError(f"{arch} has no shortcuts; convcut applies to resnet18 and mobilenetv2")
+        with_shortcuts = ", ".join(n for n, x in ARCHS.items() if x.has_shortcuts)
+        raise ValueError(f"{arch} has no shortcuts; convcut applies to {with_shortcuts}")
     return a, spec
 
 
@@ -92,8 +124,9 @@ def create_model(
     """Build ``arch`` with the given widths (default widths when ``None``) for ``dataset``.
 
     Args:
-        arch: ``"vgg11"``, ``"resnet18"`` or ``"mobilenetv2"``.
-        widths: output widths of the searchable layers, forward order (8 / 17 / 19 entries).
+        arch: a registered architecture (:data:`ARCHS`): ``"vgg11"``, ``"resnet18"``, ``"mobilenetv2"``, ...
+        widths: output widths of the searchable layers, forward order (one per width group: 8 / 17 / 19
+            entries for the paper's three).
         dataset: dataset name (sets the class count K and the CIFAR or TinyImageNet variant) or spec.
         convcut: ResNet18/MobileNetV2 only: a 1x1 conv shortcut in every block.
 
@@ -124,13 +157,13 @@ def param_count(
     """
     a, spec = _resolve(arch, dataset, convcut)
     w = check_widths(arch, a.default_widths if widths is None else widths, len(a.default_widths))
-    return a.count(w, spec.num_classes, spec.variant, convcut)
+    return a.params(w, spec.num_classes, spec.variant, convcut)
 
 
 def param_counter(arch: str, dataset: str | DatasetSpec = "cifar10", convcut: bool = False) -> Callable[..., int]:
     """A fast ``widths -> count`` closure without per-call validation, for solvers that call it often."""
     a, spec = _resolve(arch, dataset, convcut)
-    return lambda widths: a.count(widths, spec.num_classes, spec.variant, convcut)
+    return lambda widths: a.params(widths, spec.num_classes, spec.variant, convcut)
 
 
 def macs(

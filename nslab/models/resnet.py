@@ -8,7 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import DatasetSpec
+from .architecture import Architecture, WidthGroup
 from .common import Gate, check_widths
+from .ops import Op
 
 DEFAULT_WIDTHS = [64] + [64] * 4 + [128] * 4 + [256] * 4 + [512] * 4
 _LAYER_STRIDES = {"cifar": (1, 2, 2, 2), "tiny": (2, 2, 2, 2)}
@@ -91,3 +94,46 @@ def macs(widths: Sequence[int], num_classes: int, variant: str, convcut: bool, i
         h = (h - 1) // stride + 1  # conv1 (3x3, pad 1) and the 1x1 shortcut share this output size
         total += h * h * (9 * cin * mid + 9 * mid * cout + (cin * cout if proj else 0))
     return total + widths[-1] * num_classes
+
+
+def ops(widths: Sequence[int], spec: DatasetSpec, convcut: bool) -> list[Op]:
+    """The layers of one forward pass, as a latency table times them (see :class:`~nslab.models.Op`)."""
+    w, k, h = widths, spec.num_classes, spec.image_size
+    out = [Op("conv", h, 3, w[0], 3, fixed_in=True)]
+    for cin, mid, cout, stride, proj in _block_plan(w, spec.variant, convcut):
+        ho = (h - 1) // stride + 1
+        out.append(Op("bn", h, cin, cin, post="relu"))
+        if proj:
+            out.append(Op("conv", h, cin, cout, 1, stride))
+        out += [Op("conv", h, cin, mid, 3, stride), Op("bn", ho, mid, mid, post="relu"),
+                Op("conv", ho, mid, cout, 3), Op("add", ho, cout, cout)]
+        h = ho
+    return [*out, Op("bn", h, w[-1], w[-1]), Op("avgpool", h, w[-1], w[-1]), Op("linear", 1, w[-1], k, fixed_out=True)]
+
+
+def _groups() -> tuple[WidthGroup, ...]:
+    out = [WidthGroup("stem", DEFAULT_WIDTHS[0], "conv1's outputs: the residual stream into block 1")]
+    for b in range(8):
+        out += [WidthGroup(f"block{b + 1}.mid", DEFAULT_WIDTHS[1 + 2 * b],
+                           f"blocks.{b}: conv1's outputs, bn2, gate_mid, conv2's inputs"),
+                WidthGroup(f"block{b + 1}.out", DEFAULT_WIDTHS[2 + 2 * b],
+                           f"blocks.{b}: conv2's (and the shortcut's) outputs: the residual stream out of the block")]
+    return tuple(out)
+
+
+ARCH = Architecture(
+    "resnet18",
+    groups=_groups(),
+    variants=("cifar", "tiny"),
+    has_shortcuts=True,
+    build=build,
+    params=count,
+    macs=macs,
+    # The 8 middle widths (odd indices: conv1 -> bn2 -> gate_mid -> conv2) shrink exactly. The residual stream
+    # widths (even indices) are masked instead: PreAct blocks take an identity shortcut from the raw input but a
+    # projection from relu(bn1(x)), so a block whose identity shortcut would turn into a projection after removing
+    # a channel cannot reproduce the identity on the raw input.
+    shrinkable=frozenset(range(1, len(DEFAULT_WIDTHS), 2)),
+    ops=ops,
+    description="PreAct-ResNet18 (17 widths: the stem, both convs of each of 8 BasicBlocks)",
+)

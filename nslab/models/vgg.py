@@ -7,7 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..data import DatasetSpec
+from .architecture import Architecture, WidthGroup
 from .common import Gate, check_widths, conv_bn_count
+from .ops import Op
 
 DEFAULT_WIDTHS = [64, 128, 256, 256, 512, 512, 512, 512]
 # Max-pool after conv layers 1, 2, 4, 6, 8 (1-based): 32x32 -> 1x1 before the head.
@@ -75,3 +78,31 @@ def macs(widths: Sequence[int], num_classes: int, variant: str, convcut: bool, i
             h //= 2
         cin = w
     return total + cin * num_classes
+
+
+def ops(widths: Sequence[int], spec: DatasetSpec, convcut: bool) -> list[Op]:
+    """The layers of one forward pass, as a latency table times them (see :class:`~nslab.models.Op`)."""
+    out, cin, h = [], 3, spec.image_size
+    for i, c in enumerate(widths):
+        out.append(Op("conv", h, cin, c, 3, bias=True, post="bn_relu", fixed_in=i == 0))
+        if i in _POOL_AFTER:
+            out.append(Op("maxpool", h, c, c))
+            h //= 2
+        cin = c
+    return [*out, Op("linear", 1, cin, spec.num_classes, fixed_out=True)]
+
+
+ARCH = Architecture(
+    "vgg11",
+    groups=tuple(WidthGroup(f"conv{i + 1}", w, f"features: conv {i + 1}'s outputs, its BatchNorm, the next conv's "
+                            "inputs (the head's after conv 8)") for i, w in enumerate(DEFAULT_WIDTHS)),
+    variants=("cifar",),
+    has_shortcuts=False,
+    build=build,
+    params=count,
+    macs=macs,
+    # All 8 shrink exactly: a gate feeds only the next conv (or the head).
+    shrinkable=frozenset(range(len(DEFAULT_WIDTHS))),
+    ops=ops,
+    description="VGG11 with BatchNorm, CIFAR variant (8 conv widths)",
+)

@@ -1,10 +1,11 @@
 """A per-layer latency lookup table (NetAdapt-style): a network's predicted latency is the sum of its layers'.
 
-Every network of the registry is a sequence of a few kinds of layer (:class:`Op`): a convolution with
-its BatchNorm and activation, a BatchNorm with its activation (PreAct-ResNet), a pooling, a residual
-addition, a linear classifier. :func:`network_ops` lists them for a width vector; :class:`LatencyTable`
-times each kind as a function of its widths, at the network's spatial size, batch and dtype, on one
-device, and predicts a network's latency as the sum over its ops.
+Every network of the registry is a sequence of a few kinds of layer (:class:`nslab.models.Op`): a
+convolution with its BatchNorm and activation, a BatchNorm with its activation (PreAct-ResNet), a pooling,
+a residual addition, a linear classifier. Each architecture lists its own (``Architecture.ops``; through
+:func:`network_ops` for a width vector); :class:`LatencyTable` times each kind as a function of its
+widths, at the network's spatial size, batch and dtype, on one device, and predicts a network's latency
+as the sum over its ops.
 
 Entries are measured lazily, only for the widths a query needs, and cached on disk per device name,
 dtype, batch, CPU threads, torch version and measurement protocol (under nslab's cache directory,
@@ -18,7 +19,6 @@ that prefer multiples of 8 channels); the end-to-end accuracy is measured by ``b
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import itertools
@@ -27,7 +27,6 @@ import math
 import platform
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +35,7 @@ from torch import nn
 
 from .. import io
 from ..data import DatasetSpec, dataset_spec
-from ..models import create_model, get_arch, uniform_widths
-from ..models import mobilenet as _mobilenet
-from ..models import resnet as _resnet
-from ..models import vgg as _vgg
+from ..models import Op, create_model, get_arch, uniform_widths
 from ..paths import default_cache_dir
 from .latency import forward_times
 
@@ -52,87 +48,6 @@ _MAX_CALLS = 2000  # most extra timed calls for one entry (see LatencyTable.min_
 _REFERENCE_RATIO = 0.5  # the network each architecture's calibration is measured on
 _CALIBRATION_ROUNDS = 10
 _FORMAT = 1  # bump when the op set or the timing protocol changes: it keys the cache file
-
-
-@dataclass(frozen=True)
-class Op:
-    """One timed layer.
-
-    Attributes:
-        kind: ``"conv"`` (Conv2d, then BatchNorm and activation per ``post``), ``"bn"`` (BatchNorm, then
-            activation per ``post``), ``"maxpool"`` (2x2), ``"avgpool"`` (global), ``"add"`` (residual
-            sum of two maps), ``"linear"``.
-        h: input spatial size (square), pixels; 1 for ``"linear"``.
-        cin: input channels.
-        cout: output channels (``cin`` for everything but ``"conv"`` and ``"linear"``).
-        k: kernel size (conv).
-        stride: stride (conv).
-        depthwise: a depthwise conv (groups = cin = cout).
-        bias: the conv has a bias.
-        post: what follows: ``""``, ``"bn"``, ``"bn_relu"``, ``"bn_relu6"`` (conv) or ``""``, ``"relu"``
-            (bn).
-        fixed_in, fixed_out: the input / output channels are not widths (the image's 3 channels, the
-            K classes): they are never interpolated.
-    """
-
-    kind: str
-    h: int
-    cin: int
-    cout: int
-    k: int = 1
-    stride: int = 1
-    depthwise: bool = False
-    bias: bool = False
-    post: str = ""
-    fixed_in: bool = False
-    fixed_out: bool = False
-
-    def coords(self) -> tuple[int, ...]:
-        """The widths this op's time varies with (one or two; none for a fully fixed op)."""
-        if self.kind in ("conv", "linear") and not self.depthwise:
-            return tuple(c for c, fixed in ((self.cin, self.fixed_in), (self.cout, self.fixed_out)) if not fixed)
-        return (self.cin,)
-
-    def at(self, coords: Sequence[int]) -> Op:
-        """This op with its varying widths set to ``coords`` (as :meth:`coords` lists them)."""
-        c = list(coords)
-        if self.kind in ("conv", "linear") and not self.depthwise:
-            cin = self.cin if self.fixed_in else c.pop(0)
-            cout = self.cout if self.fixed_out else c.pop(0)
-            return dataclasses.replace(self, cin=cin, cout=cout)
-        return dataclasses.replace(self, cin=c[0], cout=c[0] if self.kind != "linear" else self.cout)
-
-    def key(self) -> str:
-        """A stable text key (the cache file's)."""
-        return json.dumps(dataclasses.astuple(self), separators=(",", ":"))
-
-    def module(self) -> nn.Module:
-        """A fresh module computing this op (on the CPU, float32)."""
-        if self.kind == "conv":
-            layers: list[nn.Module] = [nn.Conv2d(self.cin, self.cout, self.k, self.stride, self.k // 2,
-                                                 groups=self.cin if self.depthwise else 1, bias=self.bias)]
-            if self.post.startswith("bn"):
-                layers.append(nn.BatchNorm2d(self.cout))
-            if self.post.endswith("relu"):
-                layers.append(nn.ReLU(inplace=True))
-            elif self.post.endswith("relu6"):
-                layers.append(nn.ReLU6(inplace=True))
-            return nn.Sequential(*layers)
-        if self.kind == "bn":
-            return nn.Sequential(nn.BatchNorm2d(self.cin), *([nn.ReLU()] if self.post == "relu" else []))
-        if self.kind == "maxpool":
-            return nn.MaxPool2d(2)
-        if self.kind == "avgpool":
-            return nn.AdaptiveAvgPool2d(1)
-        if self.kind == "add":
-            return _Add()
-        if self.kind == "linear":
-            return nn.Linear(self.cin, self.cout)
-        raise ValueError(f"unknown op kind {self.kind!r}")
-
-    def input_shape(self) -> tuple[int, ...]:
-        """One sample's input shape."""
-        return (self.cin,) if self.kind == "linear" else (self.cin, self.h, self.h)
 
 
 class _Rotate(nn.Module):
@@ -148,65 +63,22 @@ class _Rotate(nn.Module):
         return self._next()(x)
 
 
-class _Add(nn.Module):
-    """``x + y`` for a stored second operand (a residual sum reads two maps and writes one)."""
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("y", torch.zeros(0))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.y.shape != x.shape:
-            self.y = torch.randn_like(x)
-        return x + self.y
-
-
 def network_ops(arch: str, widths: Sequence[int], dataset: str | DatasetSpec = "cifar10",
                 convcut: bool = False) -> list[Op]:
-    """The ops of ``create_model(arch, widths, dataset, convcut)``'s forward pass, in order.
+    """The ops of ``create_model(arch, widths, dataset, convcut)``'s forward pass, in order (the
+    architecture's ``ops``: :attr:`nslab.models.Architecture.ops`).
 
     Gates (identities), flattening and ``torch.flatten`` cost nothing measurable and are left out.
     ``tests/test_latency.py`` checks the list against the built model's convolutions and linear layers.
+
+    Raises:
+        ValueError: an unknown architecture, or one registered without a latency model (no ``ops``).
     """
     spec = dataset if isinstance(dataset, DatasetSpec) else dataset_spec(dataset)
-    get_arch(arch)
-    w, k, h = [int(x) for x in widths], spec.num_classes, spec.image_size
-    if arch == "vgg11":
-        ops, cin = [], 3
-        for i, c in enumerate(w):
-            ops.append(Op("conv", h, cin, c, 3, bias=True, post="bn_relu", fixed_in=cin == 3 and i == 0))
-            if i in _vgg._POOL_AFTER:
-                ops.append(Op("maxpool", h, c, c))
-                h //= 2
-            cin = c
-        return [*ops, Op("linear", 1, cin, k, fixed_out=True)]
-    if arch == "resnet18":
-        ops = [Op("conv", h, 3, w[0], 3, fixed_in=True)]
-        for cin, mid, cout, stride, proj in _resnet._block_plan(w, spec.variant, convcut):
-            ho = (h - 1) // stride + 1
-            ops.append(Op("bn", h, cin, cin, post="relu"))
-            if proj:
-                ops.append(Op("conv", h, cin, cout, 1, stride))
-            ops += [Op("conv", h, cin, mid, 3, stride), Op("bn", ho, mid, mid, post="relu"),
-                    Op("conv", ho, mid, cout, 3), Op("add", ho, cout, cout)]
-            h = ho
-        return [*ops, Op("bn", h, w[-1], w[-1]), Op("avgpool", h, w[-1], w[-1]),
-                Op("linear", 1, w[-1], k, fixed_out=True)]
-    if arch == "mobilenetv2":
-        ops = [Op("conv", h, 3, w[0], 3, bias=True, post="bn_relu6", fixed_in=True)]
-        for cin, hid, cout, stride, conv in _mobilenet._block_plan(w, spec.variant, convcut):
-            ho = (h - 1) // stride + 1
-            # The expansion's width is 6 * cin (1 * cin in the first block): it moves with cin.
-            ops += [Op("conv", h, cin, hid, 1, bias=True, post="bn_relu6"),
-                    Op("conv", h, hid, hid, 3, stride, depthwise=True, bias=True, post="bn_relu6"),
-                    Op("conv", ho, hid, cout, 1, bias=True, post="bn")]
-            if conv:
-                ops.append(Op("conv", h, cin, cout, 1, stride, bias=True, post="bn"))
-            ops.append(Op("add", ho, cout, cout))
-            h = ho
-        return [*ops, Op("conv", h, w[-2], w[-1], 1, bias=True, post="bn_relu6"), Op("avgpool", h, w[-1], w[-1]),
-                Op("conv", 1, w[-1], k, 1, bias=True, fixed_out=True)]
-    raise ValueError(f"no latency model for architecture {arch!r}")
+    a = get_arch(arch)
+    if a.ops is None:
+        raise ValueError(f"no latency model for architecture {arch!r} (it was registered without ops)")
+    return a.ops([int(x) for x in widths], spec, convcut)
 
 
 def grid_weights(width: int) -> tuple[tuple[int, float], ...]:

@@ -3,16 +3,8 @@
 Pruning a channel means its gate output is zero from then on (:func:`apply_masks`). Where that can be
 done exactly by removing weights, the network is rebuilt smaller (:func:`shrink_model`): surviving
 weights *and* the optimiser state are sliced over, so the rebuilt network computes what the masked one
-did. Which width entries shrink exactly (:func:`shrinkable_layers`):
-
-- ``vgg11``: all 8 (a gate feeds only the next conv, or the head).
-- ``resnet18``: the 8 middle widths (odd indices: ``conv1 -> bn2 -> gate_mid -> conv2``). The residual
-  stream widths (even indices) are masked instead: PreAct blocks take an identity shortcut from the raw
-  input but a projection from ``relu(bn1(x))``, so a block whose identity shortcut would turn into a
-  projection after removing a channel cannot reproduce the identity on the raw input.
-- ``mobilenetv2``: the head width (index 18). The stem and block outputs are masked: a block's hidden
-  width is tied to ``6 x`` its input width, so removing an input channel removes hidden channels that
-  are not tied to it.
+did. Which width entries shrink exactly is each network's :attr:`nslab.models.Architecture.shrinkable`
+(:func:`shrinkable_layers`; the network's module says why, e.g. only ResNet18's middle widths).
 """
 
 from __future__ import annotations
@@ -24,9 +16,9 @@ import torch
 from torch import nn
 
 from ..data import DatasetSpec
-from ..models import Gate, create_model, default_widths, get_arch
+from ..models import Architecture, Gate, create_model, get_arch
 
-__all__ = ["apply_masks", "channel_map", "empty_model", "find_gates", "shrink_model", "shrinkable_layers"]
+__all__ = ["Handles", "apply_masks", "channel_map", "empty_model", "find_gates", "shrink_model", "shrinkable_layers"]
 
 Dataset = str | DatasetSpec
 
@@ -43,7 +35,6 @@ def find_gates(model: nn.Module) -> dict[int, Gate]:
     return gates
 
 
-@functools.lru_cache(maxsize=32)
 def channel_map(arch: str, dataset: Dataset = "cifar10", convcut: bool = False) -> dict[int, tuple]:
     """Which state-dict entries (and which dimension) each width entry indexes.
 
@@ -55,7 +46,14 @@ def channel_map(arch: str, dataset: Dataset = "cifar10", convcut: bool = False) 
     Returns:
         ``{i: ((state_dict_key, dim), ...)}`` for i in 0..L-1.
     """
-    base = default_widths(arch)
+    return _channel_map(get_arch(arch), dataset, convcut)
+
+
+@functools.lru_cache(maxsize=32)
+def _channel_map(a: Architecture, dataset: Dataset, convcut: bool) -> dict[int, tuple]:
+    # Cached per Architecture object, not per name: an architecture registered again under the same name
+    # (a test's, or a notebook's after an edit) gets its own map.
+    arch, base = a.name, list(a.default_widths)
 
     def shapes(widths: list[int]) -> dict[str, tuple[int, ...]]:
         with torch.device("meta"):
@@ -74,25 +72,18 @@ def channel_map(arch: str, dataset: Dataset = "cifar10", convcut: bool = False) 
     return out
 
 
-_SHRINKABLE = {"vgg11": None, "resnet18": "odd", "mobilenetv2": "last"}
-
-
 def shrinkable_layers(arch: str) -> frozenset[int]:
-    """Width indices whose pruned channels can be removed exactly (see the module docstring)."""
-    n = len(get_arch(arch).default_widths)
-    rule = _SHRINKABLE[arch]
-    if rule is None:
-        return frozenset(range(n))
-    if rule == "odd":
-        return frozenset(range(1, n, 2))
-    return frozenset({n - 1})
+    """Width indices whose pruned channels can be removed exactly (the architecture's ``shrinkable``)."""
+    return get_arch(arch).shrinkable
 
 
 # --------------------------------------------------------------------------------------------------------
 # masks
 
 
-class _Handles:
+class Handles:
+    """Forward hooks registered together (by :func:`apply_masks`, or a criterion), removed together."""
+
     def __init__(self, handles: list):
         self._handles = handles
 
@@ -102,7 +93,7 @@ class _Handles:
         self._handles = []
 
 
-def apply_masks(model: nn.Module, masks: dict[int, torch.Tensor]) -> _Handles:
+def apply_masks(model: nn.Module, masks: dict[int, torch.Tensor]) -> Handles:
     """Zero pruned channels at the gates: gate ``i``'s output is multiplied by ``masks[i]``.
 
     Args:
@@ -123,7 +114,7 @@ def apply_masks(model: nn.Module, masks: dict[int, torch.Tensor]) -> _Handles:
             return out * mask.to(out.dtype).view(1, -1, *([1] * (out.dim() - 2)))
 
         handles.append(gate.register_forward_hook(hook))
-    return _Handles(handles)
+    return Handles(handles)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -198,7 +189,7 @@ def shrink_model(
     ref = next(model.parameters())
     new = empty_model(arch, new_widths, dataset, convcut, ref.device, ref.dtype)
     new.load_state_dict({k: cut(k, v) for k, v in model.state_dict().items()})
-    if ref.dim() == 4 and ref.is_contiguous(memory_format=torch.channels_last) and not ref.is_contiguous():
+    if _channels_last(ref):
         new = new.to(memory_format=torch.channels_last)
     new.train(model.training)
     new_opt = None
@@ -213,6 +204,18 @@ def shrink_model(
             name = names[id(p)]
             q = new_params[name]
             new_opt.state[q] = {
-                k: cut(name, v) if torch.is_tensor(v) and v.shape == p.shape else v for k, v in state.items()
+                k: _same_format(cut(name, v), v) if torch.is_tensor(v) and v.shape == p.shape else v
+                for k, v in state.items()
             }
     return new, new_widths, new_opt
+
+
+def _channels_last(t: torch.Tensor) -> bool:
+    """A 4-D tensor laid out channels-last (and not also plain contiguous, as size-1 dims can make it)."""
+    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
+def _same_format(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``t`` in ``like``'s memory format: ``index_select`` returns contiguous (NCHW) tensors, and a momentum
+    buffer of a channels-last weight left NCHW would make every later optimiser step convert layouts."""
+    return t.contiguous(memory_format=torch.channels_last) if _channels_last(like) else t
