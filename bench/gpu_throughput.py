@@ -22,12 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import queue as queue_mod
 import sys
 import time
 
 import torch
 
 GOAL = 100_000  # images/s aggregate on an H100/H200-class GPU (the issue's goal)
+READY_TIMEOUT = 300.0  # s a run may take to start (CUDA context, capture) before the others give up on it
 
 
 def _log(msg: str) -> None:
@@ -107,23 +109,43 @@ def measure_run(device: str, arch: str, ratio: float, batch: int, images: int, s
 def _worker(args: tuple, barrier, queue) -> None:
     try:
         queue.put(measure_run(*args, barrier=barrier))
-    except Exception as e:  # reported by the parent
+    except BaseException as e:  # reported by the parent; the others stop waiting at the barrier
         queue.put({"error": f"{type(e).__name__}: {e}"})
         barrier.abort()
 
 
 def measure_processes(k: int, device: str, arch: str, ratio: float, batch: int, images: int, seconds: float,
-                      graphs: bool = True) -> float:
-    """Aggregate images/s of ``k`` runs in ``k`` processes whose timed windows start together."""
+                      graphs: bool = True, ready_timeout: float = READY_TIMEOUT) -> float:
+    """Aggregate images/s of ``k`` runs in ``k`` processes whose timed windows start together.
+
+    One crash cannot hang it: the barrier times out after ``ready_timeout`` s (a run that never gets ready
+    breaks it for all), the workers are daemons, and a worker that neither reports nor exits within
+    ``ready_timeout + 4 * seconds`` is terminated and counted as failed.
+
+    Raises:
+        RuntimeError: a run failed or did not report in time (the message says which and why).
+    """
     ctx = mp.get_context("spawn")
-    barrier, queue = ctx.Barrier(k), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=((device, arch, ratio, batch, images, seconds, graphs, i), barrier,
-                                               queue)) for i in range(k)]
+    barrier, queue = ctx.Barrier(k, timeout=ready_timeout), ctx.Queue()
+    procs = [ctx.Process(target=_worker, daemon=True, args=((device, arch, ratio, batch, images, seconds, graphs, i),
+                                                            barrier, queue)) for i in range(k)]
     for p in procs:
         p.start()
-    results = [queue.get(timeout=300) for _ in procs]
-    for p in procs:
-        p.join()
+    results, deadline = [], time.monotonic() + ready_timeout + 4 * seconds + 30
+    try:
+        while len(results) < k:
+            try:
+                results.append(queue.get(timeout=max(0.1, min(5.0, deadline - time.monotonic()))))
+            except queue_mod.Empty:
+                dead = [p for p in procs if p.exitcode not in (None, 0)]
+                if time.monotonic() > deadline or len(dead) > 0 and len(results) + len(dead) >= k:
+                    results += [{"error": f"no result within {ready_timeout + 4 * seconds + 30:.0f} s or the "
+                                 f"worker died (exit codes {[p.exitcode for p in procs]})"}] * (k - len(results))
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.terminate()
     errors = [r["error"] for r in results if "error" in r]
     if errors:
         raise RuntimeError(f"{len(errors)} of {k} runs failed: {errors[0]}")
@@ -135,7 +157,8 @@ def measure_streams(k: int, device: str, arch: str, ratio: float, batch: int, im
     """Aggregate images/s of ``k`` runs in this process, each stepping on its own CUDA stream, in turn.
 
     Each run is a :class:`~nslab.runs.loop.GraphedStep` fed by its own :class:`~nslab.data.DeviceBatches` (on a
-    CPU device the steps run one after the other: a dry run of the code path).
+    CPU device the steps run one after the other: a dry run of the code path). Every GraphedStep captures on
+    a stream of its own, so the k graphs do not share one cuBLAS workspace; each replays on its run's stream.
     """
     from nslab.runs.loop import GraphedStep, cudnn_benchmark
 

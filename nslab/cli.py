@@ -23,6 +23,8 @@ from .device import torch_threads
 from .models import ARCHS, default_widths, param_count, uniform_widths
 from .reproduce import GridFailed, NotebookFailed
 from .scaling import powerlaw
+from .scaling.metrics import LATENCY, METRICS, PARAMS, get_metric
+from .scaling.solver import widths_for_budget
 
 __all__ = ["build_parser", "main"]
 
@@ -137,32 +139,41 @@ def _law(args: argparse.Namespace) -> powerlaw.PowerLaw:
     return powerlaw.load_fit(args.fit, None if args.iteration is None else args.iteration - 1)
 
 
+# generate's shorthand flags: dest -> (the metric, whether the value is a target or a uniform ratio)
+_SHORTHANDS = {"macs": ("macs", "budget"), "macs_ratio": ("macs", "ratio"), "latency_ms": ("latency", "budget")}
+
+
+def _generate_budget(args: argparse.Namespace) -> tuple[str, str, float]:
+    """``(metric, "budget" | "ratio", value)`` from ``--metric`` with ``--budget``/``--ratio``, or a shorthand."""
+    dest = next((d for d in _SHORTHANDS if getattr(args, d) is not None), None)
+    if dest is None:
+        kind = "budget" if args.budget is not None else "ratio"
+        return args.metric or "params", kind, getattr(args, kind)
+    metric, kind = _SHORTHANDS[dest]
+    if args.metric not in (None, metric):
+        raise ValueError(f"--{dest.replace('_', '-')} is a {metric} budget: not one in --metric {args.metric}")
+    return metric, kind, getattr(args, dest)
+
+
 def cmd_generate(args: argparse.Namespace) -> dict:
     law = _law(args)
     if not args.arch or not args.dataset:
         raise ValueError("--arch and --dataset are required: the fit file does not record them")
-    metric = ("latency" if args.latency_ms is not None else
-              "macs" if args.macs is not None or args.macs_ratio is not None else "params")
-    target = {"params": args.budget, "macs": args.macs, "latency": args.latency_ms}[metric]
-    if target is None:
-        from .models import macs
-
-        count = param_count if metric == "params" else macs
-        ratio = args.ratio if metric == "params" else args.macs_ratio
-        target = count(args.arch, uniform_widths(args.arch, ratio), args.dataset, args.convcut)
-    table = None
-    if metric == "latency":  # this machine's per-layer table: timed on first use, then cached on disk
+    name, kind, value = _generate_budget(args)
+    m, table = get_metric(name), None
+    if m is LATENCY:  # this machine's per-layer table: timed on first use, then cached on disk
         from .scaling.latency_table import default_table
 
         table = default_table(args.device, batch=args.batch)
-    s = powerlaw.widths_for_budget(law, args.arch, args.dataset, target, round_to=args.round_to,
-                                   min_width=args.min_width, method=args.method, convcut=args.convcut, metric=metric,
-                                   latency=table)
-    if metric == "params":  # the output of before, unchanged
+    count = m.counter(args.arch, args.dataset, args.convcut, latency=table)
+    target = value if kind == "budget" else count(uniform_widths(args.arch, value))
+    s = widths_for_budget(law, args.arch, args.dataset, target, round_to=args.round_to, min_width=args.min_width,
+                          method=args.method, convcut=args.convcut, metric=m, latency=table)
+    if m == PARAMS:  # the output of before, unchanged
         return {"widths": s.widths, "params": s.params, "target": s.target, "rel_error": s.rel_error}
-    return {"widths": s.widths, "params": s.params, "macs": s.macs, "target": s.target, "rel_error": s.rel_error,
-            "metric": s.metric, **({"latency_ms": s.latency_ms, "device": args.device, "batch": args.batch}
-                                   if metric == "latency" else {})}
+    out = {"widths": s.widths, "params": s.params, "macs": s.macs, "target": s.target, "rel_error": s.rel_error}
+    out.update({"metric": s.metric}, **({} if m.field in out else {m.field or "value": s.achieved}))  # solved-for count
+    return {**out, **({"device": args.device, "batch": args.batch} if table is not None else {})}
 
 
 def cmd_train(args: argparse.Namespace) -> dict:
@@ -207,10 +218,12 @@ def cmd_latency(args: argparse.Namespace) -> dict:
 
 
 def cmd_search(args: argparse.Namespace) -> dict:
+    from .data import dataset_spec
     from .search.descent import architecture_descent
 
     search = config.preset(args.profile).search_for(None, pretrain_epochs=args.pretrain_epochs,
-                                                    iterations=args.iterations, dataset=args.dataset)
+                                                    iterations=args.iterations,
+                                                    variant=dataset_spec(args.dataset).variant)
     data = _search_data(args, search)
     with torch_threads(search.threads):
         run = architecture_descent(args.arch, args.dataset, data, search, args.out, seed=args.seed,
@@ -239,7 +252,7 @@ def cmd_li(args: argparse.Namespace) -> dict:
     budget = args.budget
     if budget is None:
         ratio = p.baseline.li_ratio if args.ratio is None else args.ratio
-        budget = Context(args.arch, args.dataset, args.convcut, start_ratio=start).budget(ratio).params
+        budget = Context(args.arch, args.dataset, args.convcut, start_ratio=start).budget(ratio).target
     r = p.recipe(dataset_spec(args.dataset).variant)
     if args.epochs is not None:
         r = config.scale_epochs(r, args.epochs)
@@ -258,7 +271,7 @@ def cmd_reproduce(args: argparse.Namespace) -> dict:
     return reproduce(args.profile, only=args.only, data_root=args.data_root, notebooks_dir=args.notebooks_dir,
                      build_dir=args.build_dir, figures_dir=args.figures_dir, results_dir=args.results_dir,
                      executor=args.executor, address=args.address, num_cpus=args.num_cpus, retries=args.retries,
-                     grid_only=args.grid_only)
+                     grid_only=args.grid_only, png=not args.no_png)
 
 
 def cmd_plan(args: argparse.Namespace) -> dict:
@@ -284,17 +297,19 @@ def _add_generate(sub) -> None:
     p.add_argument("--dataset", choices=list(DATASETS))
     p.add_argument("--convcut", action="store_true")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--budget", type=float, help="target number of parameters")
-    g.add_argument("--ratio", type=float, help="target = parameters of the uniform network int(w * R)")
+    g.add_argument("--budget", type=float, help="target number of parameters (in --metric's unit)")
+    g.add_argument("--ratio", type=float, help="target = parameters (--metric) of the uniform network int(w * R)")
     g.add_argument("--macs", type=float, help="target number of multiply-accumulates of one image")
     g.add_argument("--macs-ratio", type=float, help="target = MACs of the uniform network int(w * R)")
     g.add_argument("--latency-ms", type=float, help="target latency (ms per batch), predicted by this machine's "
                    "per-layer table (timed on first use, then cached)")
+    p.add_argument("--metric", choices=list(METRICS), help="what --budget and --ratio count (default params; "
+                   "--macs, --macs-ratio and --latency-ms are shorthands)")
     p.add_argument("--round-to", type=int, default=1, help="widths in multiples of K (8: hardware friendly)")
     p.add_argument("--min-width", type=int, default=1)
     p.add_argument("--method", choices=["bracket", "sgd"], default="bracket")
-    p.add_argument("--device", default="cpu", help="--latency-ms: the device the table times (cpu, cuda)")
-    p.add_argument("--batch", type=int, default=1, help="--latency-ms: images per timed batch")
+    p.add_argument("--device", default="cpu", help="latency: the device the table times (cpu, cuda)")
+    p.add_argument("--batch", type=int, default=1, help="latency: images per timed batch")
 
 
 def _add_train(sub) -> None:
@@ -370,6 +385,9 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--num-cpus", type=int, help="ray: CPUs of the local cluster (default: all)")
     p.add_argument("--retries", type=int, help="run a failed task again this many times (default: the profile's)")
     p.add_argument("--grid-only", action="store_true", help="compute the grid, run no notebook")
+    p.add_argument("--no-png", action="store_true",
+                   help="write figures as HTML only (no Chrome/Chromium needed); without it a machine that cannot "
+                        "export PNGs is refused before anything is computed")
 
 
 def _add_plan(sub) -> None:

@@ -5,7 +5,7 @@ import torch
 
 from nslab import io
 from nslab.models import param_count
-from nslab.scaling import powerlaw
+from nslab.scaling import powerlaw, solver
 
 DATA = Path(__file__).parent / "data"
 
@@ -48,7 +48,7 @@ def write_authors_run(root: Path, ref_dir: Path, name: str, **summary) -> Path:
                                           "search": {"start_ratio": 1.0}})
     io.write_trajectory(run / "iter_01" / "trajectory.csv", w, [param_count("vgg11", r) for r in w.tolist()])
     powerlaw.save_fit(run / "iter_01" / "fit.json", law, arch="vgg11", dataset="cifar10", iteration=1)
-    gen = powerlaw.widths_for_budget(law, "vgg11", "cifar10", 9_231_114)
+    gen = solver.widths_for_budget(law, "vgg11", "cifar10", 9_231_114)
     io.write_json(run / "iter_01" / "summary.json", {
         "start_widths": [64, 128, 256, 256, 512, 512, 512, 512], "change_from_previous": 0.1, **summary,
         "generated": {"widths": gen.widths, "params": gen.params, "target": gen.target, "rel_error": gen.rel_error}})

@@ -7,9 +7,10 @@ import torch
 
 import nslab.scaling.baselines as baselines
 from nslab import io
-from nslab.config import BaselineSettings, PruneSettings, SearchSettings, preset, recipe, scale_epochs
+from nslab.config import BaselineSettings, PruneSettings, SearchSettings, preset, scale_epochs
 from nslab.data import synthetic_data
 from nslab.models import create_model, param_count, uniform_widths
+from nslab.runs.specs import recipe
 from nslab.scaling.baselines import li_baseline, morphnet_baseline, transplant
 from nslab.scaling.methods import Context
 from nslab.search.prune import apply_masks, shrink_model

@@ -72,3 +72,16 @@ def test_shape_agreement_smoke(tmp_path, iterations):
                         str(iterations)))
     assert len(res["iterations"]) == iterations and set(res["iterations"][0]["vs_authors"]) == {"1", "15"}
     assert (tmp_path / "descent").is_dir()
+
+
+def test_trace_speed_smoke():
+    res = last_json(run("trace_speed.py", "--smoke", "--threads", "1"))
+    (row,) = res["models"]
+    assert row["model"] == "resnet18" and row["groups"] == 12 and row["params"] == 11689512
+    assert 0 < row["trace_s"] < 60 and 0 < res["max_count_us"] < 1000
+
+
+def test_bf16_ranking_smoke():
+    res = last_json(run("bf16_ranking.py", "--smoke"))
+    assert set(res["by_k"]) == {"4", "10", "40"} and res["channels"] > 40
+    assert all(0 <= v["share_differs"] <= 1 and v["max_channels_differ"] <= int(k) for k, v in res["by_k"].items())

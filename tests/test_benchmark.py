@@ -13,9 +13,9 @@ import nslab.search.descent as descent
 from nslab.config import LatencySettings, PruneSettings, SearchSettings, Setting, preset
 from nslab.data import synthetic_data
 from nslab.paths import Paths
-from nslab.runs import studies
+from nslab.runs import specs, studies
 
-train_module = importlib.import_module("nslab.train")  # the module; nslab.train is also the function
+train_module = importlib.import_module("nslab.runs.train")  # the module; nslab.train is also the function
 SETTING = Setting("vgg11", "cifar10", "cifar10", (0.25,), seeds=(0,))
 PRESET = dataclasses.replace(
     preset("smoke"),
@@ -42,8 +42,8 @@ def counted(monkeypatch):
     monkeypatch.setattr(descent, "prune", prunes)
     monkeypatch.setattr(train_module, "train", trains)
     data = {"seed": 0}
-    monkeypatch.setattr(studies, "load_data",
-                        lambda p, s, paths: synthetic_data(train_per_class=16, test_per_class=4, seed=data["seed"]))
+    monkeypatch.setattr(specs.DataSource, "load",
+                        lambda self: synthetic_data(train_per_class=16, test_per_class=4, seed=data["seed"]))
     return prunes, trains, data
 
 
@@ -99,5 +99,67 @@ def test_methods_share_one_search_and_meet_the_budget(tmp_path, counted):
     from nslab.models import param_count
 
     for s in specs:
-        target = ctx.budget(s.ratio).params
+        target = ctx.budget(s.ratio).target
         assert abs(param_count("vgg11", list(s.widths)) - target) / target < 0.03
+
+
+# --------------------------------------------------------------------------------------------------------
+# one resolution of a preset, and latency measured alone on a shared device
+
+
+def test_a_preset_resolves_a_setting_once_with_one_precedence():
+    p = dataclasses.replace(preset("cpu"), prune_by_variant=(("cifar", (("batch_size", 99), ("lr", 0.03))),))
+    s = Setting("vgg11", "cifar10", "cifar10", (0.25,), prune=(("lr", 0.07),), search=(("train_subset", 100),),
+                start_ratio=0.5, epochs=3, train_subset=200)
+    t = p.resolve(s, "cifar", pretrain_epochs=4, iterations=3)
+    # the call > the setting > the preset's by-variant overrides > the preset > the stage defaults
+    assert (t.search.prune.pretrain_epochs, t.search.iterations) == (4, 3)
+    assert (t.search.prune.lr, t.search.train_subset, t.search.start_ratio) == (0.07, 100, 0.5)
+    assert t.search.prune.batch_size == 99 and t.search.prune.channels_per_step == 4  # by variant; the preset's
+    assert t.search.prune.weight_decay == PruneSettings().weight_decay  # a stage default
+    assert (t.recipe.epochs, t.recipe.subset) == (3, 200)  # the setting's, over the preset's 8 and the recipe's 18
+    plain = p.resolve(Setting("vgg11", "cifar10", "cifar10", (0.25,)), "cifar")
+    assert (plain.recipe.epochs, plain.search.prune.pretrain_epochs) == (8, 2)
+    assert p.resolve(s, "tiny").search.prune.batch_size == p.search.prune.batch_size  # other variant: none
+    # the pipeline's one call site looks the variant up; config itself is told it
+    assert studies.settings_for(p, s, 4, 3) == t
+    with pytest.raises(ValueError, match="variant"):
+        p.resolve(s)
+
+
+def test_config_imports_nothing_else_of_nslab():
+    import ast
+    from pathlib import Path
+
+    root = Path(studies.__file__).resolve().parents[1] / "config"
+    outside = []
+    for f in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level > 1 or (node.module or "").startswith("nslab")):
+                outside.append(f"{f.name}: {'.' * node.level}{node.module}")
+            if isinstance(node, ast.Import) and any(a.name.startswith("nslab") for a in node.names):
+                outside.append(f"{f.name}: {[a.name for a in node.names]}")
+    assert not outside, outside
+
+
+def test_a_shared_device_measures_latency_alone_under_a_key_of_its_protocol(tmp_path, counted):
+    _, trains, _ = counted
+    paths = Paths(tmp_path / "fig", tmp_path / "res", None)
+    alone = specs.LATENCY_PROTOCOL
+    shared = dataclasses.replace(PRESET, resources=dataclasses.replace(PRESET.resources, gpus=0.25))
+    # one task per device: the run's own timing, as ever (keys and records of the cpu and smoke profiles stay)
+    _, (own,) = studies.benchmark(PRESET, SETTING, paths, methods=("uniform",), progress=False)
+    assert own["latency_ms"] > 0 and "latency_protocol" not in own
+    # four tasks per GPU: the run's record is the same run (same key: reused), its latency the alone pass's
+    calls = trains.calls
+    _, (rec,) = studies.benchmark(shared, SETTING, paths, methods=("uniform",), progress=False)
+    assert trains.calls == calls and rec["key"] == own["key"]
+    key = specs.latency_key(shared, "vgg11", "cifar10", tuple(rec["widths"]), False, specs.device_kind())
+    kept = specs.read_latency(paths.results, key)
+    assert rec["latency_protocol"] == alone == kept["protocol"] and rec["latency_ms"] == kept["latency_ms"] > 0
+    assert studies.benchmark(shared, SETTING, paths, methods=("uniform",), progress=False)[1][0] == rec  # cached
+    # the key holds the protocol, the latency settings and the device kind
+    other = dataclasses.replace(shared, latency=LatencySettings(3, 0, 1))
+    keys = {key, specs.latency_key(other, "vgg11", "cifar10", tuple(rec["widths"]), False, specs.device_kind()),
+            specs.latency_key(shared, "vgg11", "cifar10", tuple(rec["widths"]), False, "cuda")}
+    assert len(keys) == 3

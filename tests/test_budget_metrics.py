@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from nslab.models import default_widths, macs, macs_counter, param_count, uniform_widths
-from nslab.scaling.powerlaw import PowerLaw, published_fit, scale_widths, widths_for_budget
-from nslab.scaling.solver import METRICS, Scaled
+from nslab.scaling.powerlaw import PowerLaw, published_fit
+from nslab.scaling.solver import METRICS, Scaled, scale_widths, widths_for_budget
 
 CASES = [("vgg11", "cifar10"), ("vgg11", "cifar100"), ("resnet18", "cifar10"), ("resnet18", "cifar100"),
          ("resnet18", "tinyimagenet"), ("mobilenetv2", "cifar10"), ("mobilenetv2", "cifar100"),
@@ -122,7 +122,7 @@ def test_bad_budgets_name_the_budget_metric_and_range():
         widths_for_budget(law, "vgg11", "cifar10", 1e7, method="sgd", metric="macs")
     with pytest.raises(ValueError, match="positive number of MACs"):
         widths_for_budget(law, "vgg11", "cifar10", float("nan"), metric="macs")
-    assert METRICS == ("params", "macs", "latency")
+    assert tuple(METRICS) == ("params", "macs", "latency")
 
 
 def test_scaled_stays_backwards_compatible():

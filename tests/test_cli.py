@@ -194,3 +194,19 @@ def test_generate_for_a_latency_budget_uses_this_machines_table(capfd, monkeypat
     code, out, err = run(capfd, "generate", "--published", "vgg11-cifar10", "--latency-ms", "1e-6")
     assert code == 2 and not out
     assert "latency budget 1e-06 ms" in err and "achievable range" in err and "vgg11 cifar10" in err
+
+
+def test_generate_metric_flag_reads_the_registry(capfd):
+    gen = ["generate", "--published", "vgg11-cifar10"]
+    flags = (["--metric", "macs", "--ratio", "0.25"], ["--macs-ratio", "0.25"],
+             ["--macs-ratio", "0.25", "--metric", "macs"])
+    outs = [one_json_object(run(capfd, *gen, *f)[1]) for f in flags]
+    assert outs[0] == outs[1] == outs[2] and outs[0]["target"] == 9_880_832 and outs[0]["metric"] == "macs"
+    by_budget = one_json_object(run(capfd, *gen, "--metric", "macs", "--budget", "2e7")[1])
+    assert by_budget == one_json_object(run(capfd, *gen, "--macs", "2e7")[1]) and by_budget["target"] == 20_000_000
+    params = one_json_object(run(capfd, *gen, "--metric", "params", "--ratio", "0.25")[1])
+    assert list(params) == GEN and params == one_json_object(run(capfd, *gen, "--ratio", "0.25")[1])
+    code, out, err = run(capfd, *gen, "--macs", "2e7", "--metric", "latency")
+    assert code == 2 and not out and "--macs is a macs budget: not one in --metric latency" in err
+    code, out, err = run(capfd, *gen, "--metric", "flops", "--budget", "1")
+    assert code == 2 and "invalid choice: 'flops'" in err

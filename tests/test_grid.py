@@ -177,7 +177,7 @@ def test_grid_computes_exactly_what_the_notebooks_then_read(tmp_path, monkeypatc
         raise AssertionError("a notebook call computed something the grid should have cached")
 
     monkeypatch.setattr(descent, "_run_iteration", computes)
-    monkeypatch.setattr(importlib.import_module("nslab.train"), "train", computes)  # nslab.train: the function
+    monkeypatch.setattr(importlib.import_module("nslab.runs.train"), "train", computes)  # nslab.train: the function
     monkeypatch.setattr(importlib.import_module("nslab.scaling.baselines"), "li_baseline", computes)
     # the calls of notebooks 01/02, 04, 05, 06, 07 and 08
     studies.search(p, p.descent, where, iterations=1, progress=False)
@@ -192,6 +192,63 @@ def test_grid_computes_exactly_what_the_notebooks_then_read(tmp_path, monkeypatc
     only = grid.tasks(p, where, ["7"])
     assert only and all("07" in t.notebooks for t in only) and len(only) < len(ts)
     assert InProcessExecutor(progress=False).run(only).cached == [t.name for t in only]
+
+
+def test_listing_and_checking_a_grid_loads_no_data(tmp_path, monkeypatch):
+    from nslab.data import smoke_data
+    from nslab.runs import specs
+
+    def loads(*a, **k):
+        raise AssertionError("listing or checking the grid loaded data")
+
+    root = tmp_path / "data"
+    (root / "train").mkdir(parents=True)
+    where = make_paths("cpu", tmp_path / "fig", tmp_path / "res", root)
+    cpu = config.preset("cpu")
+    monkeypatch.setattr(specs, "_load", loads)
+    for p in (cpu, config.preset("smoke"), config.preset("gpu"), config.preset("paper")):
+        assert grid.tasks(p, where)  # every request resolved, no image decoded, no width solved from data
+    ts = grid.tasks(cpu, where)
+    # the data's fingerprint is not known yet: no result can be named or found, and none is looked for
+    assert all(t.output() is None and not t.done() for t in ts)
+    # once the data has been loaded (by a run), its fingerprint is kept beside the results: names, no loading
+    monkeypatch.setattr(specs, "_load", lambda name, root, synthetic: smoke_data(name))
+    specs.data_of(cpu, cpu.descent, where).load()
+    monkeypatch.setattr(specs, "_load", loads)
+    searches = [t for t in ts if t.kind == "search"]
+    assert all(t.output().startswith(str(where.results / "descent")) and not t.done() for t in searches)
+    assert all(t.output() for t in ts if t.kind == "train" and t.job.search is None)
+    # a changed data root invalidates the kept fingerprint
+    (root / "test").mkdir()
+    assert all(t.output() is None for t in searches)
+
+
+def test_a_shared_gpu_times_each_run_alone_after_it_and_the_notebooks_then_compute_nothing(tmp_path, monkeypatch):
+    from nslab.runs import specs, studies
+    from nslab.search import descent
+
+    vgg = config.Setting("vgg11", "cifar10", "cifar10", (0.25,), (0,), methods=("uniform", "neuralscale_it1"))
+    p = dataclasses.replace(config.SMOKE, benchmark=(vgg,), resources=Resources(cpus=1, gpus=0.25))
+    where = make_paths("smoke", tmp_path / "fig", tmp_path / "res")
+    ts = grid.tasks(p, where, ["5"])
+    train = {t.key for t in ts if t.kind == "train"}
+    latency = [t for t in ts if t.kind == "latency"]
+    # one pass per training run, after it, holding a whole GPU (no other task's load in its timing)
+    assert len(train) == 2 and len(latency) == 2
+    assert all(t.resources.gpus == 1 and t.deps[0] in train for t in latency)
+    assert not any(t.kind == "latency" for t in grid.tasks(dataclasses.replace(p, resources=Resources()), where))
+    rep = InProcessExecutor(progress=False).run(ts)
+    assert rep.ok and len(rep.ran) == len(ts), rep.to_dict()
+    assert len(list((where.results / "latency").glob("*.json"))) == 2
+
+    def computes(*a, **k):
+        raise AssertionError("a notebook call computed something the grid should have cached")
+
+    monkeypatch.setattr(descent, "_run_iteration", computes)
+    monkeypatch.setattr(importlib.import_module("nslab.runs.train"), "train", computes)
+    monkeypatch.setattr(specs, "measure_alone", computes)
+    (_, recs, _), = studies.benchmark_all(p, where, progress=False)
+    assert {r["latency_protocol"] for r in recs} == {specs.LATENCY_PROTOCOL} and all(r["latency_ms"] > 0 for r in recs)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -26,14 +26,14 @@ def test_registry_names_and_errors():
 @pytest.mark.parametrize("ratio", [0.25, 0.75, 2.0])
 def test_every_method_meets_the_papers_budget(authors, ratio):
     b = authors.budget(ratio)
-    assert b.params == param_count("vgg11", uniform_widths("vgg11", ratio))
+    assert b.target == param_count("vgg11", uniform_widths("vgg11", ratio))
     for name, m in METHODS.items():
         if m.convcut or (m.trains == "li" and ratio > 1):
             continue  # VGG11 has no shortcuts; Li et al. prune, they cannot grow the network
         w = m(authors, b)
         p = param_count("vgg11", w, "cifar10", m.convcut)
         tol = 0 if name == "uniform" else 0.03  # uniform *is* the budget
-        assert abs(p - b.params) <= tol * b.params, (name, w, p, b.params)
+        assert abs(p - b.target) <= tol * b.target, (name, w, p, b.target)
     assert get_method("uniform")(authors, b) == uniform_widths("vgg11", ratio)
     # NeuralScale iteration 1 / last solve the first / last law
     assert get_method("neuralscale_it1")(authors, b) != get_method("neuralscale_last")(authors, b)
@@ -62,7 +62,7 @@ def test_morphnet_keeps_half_of_the_start_network_not_of_the_default(authors):
 
 
 def test_li_keeps_one_ratio_of_every_layer():
-    budget = Context("vgg11", "cifar10").budget(0.75).params
+    budget = Context("vgg11", "cifar10").budget(0.75).target
     q, widths, params = keep_ratio_for_budget("vgg11", budget)
     assert params == param_count("vgg11", widths) and abs(params - budget) / budget < 0.005
     assert widths == [max(1, round(q * w)) for w in default_widths("vgg11")]
@@ -73,9 +73,9 @@ def test_li_keeps_one_ratio_of_every_layer():
 
 def test_budgets_follow_the_scale_not_the_start_when_asked():
     narrow = Context("vgg11", "cifar10", start_ratio=0.25)  # budgets follow the narrower search ...
-    assert narrow.budget(1.0).params == param_count("vgg11", uniform_widths("vgg11", 0.25))
+    assert narrow.budget(1.0).target == param_count("vgg11", uniform_widths("vgg11", 0.25))
     paper = dataclasses.replace(narrow, scale=1.0)  # ... unless the grid keeps the paper's budgets
-    assert paper.budget(0.25).params == 579_786 and paper.start == uniform_widths("vgg11", 0.25)
+    assert paper.budget(0.25).target == 579_786 and paper.start == uniform_widths("vgg11", 0.25)
     assert get_method("uniform")(paper, paper.budget(0.25)) == uniform_widths("vgg11", 0.25)
 
 
@@ -84,14 +84,14 @@ def test_every_method_meets_a_macs_budget(authors, ratio):
     from nslab.models import macs
 
     b = authors.budget(ratio, "macs")
-    assert b == Budget(macs("vgg11", uniform_widths("vgg11", ratio)), ratio, "macs") and b.target == b.params
+    assert b == Budget(macs("vgg11", uniform_widths("vgg11", ratio)), ratio, "macs")
     assert authors.budget(ratio) == Budget(param_count("vgg11", uniform_widths("vgg11", ratio)), ratio)
     for name, m in METHODS.items():
         if m.convcut or m.trains == "li":
             continue
         w = m(authors, b)
         tol = 0 if name == "uniform" else 1e-3
-        assert abs(macs("vgg11", w) - b.params) <= tol * b.params, (name, w)
+        assert abs(macs("vgg11", w) - b.target) <= tol * b.target, (name, w)
     assert get_method("uniform")(authors, b) == uniform_widths("vgg11", ratio)
     # NeuralScale spends the same MACs on far fewer parameters than for the same parameter count
     ns = get_method("neuralscale_last")

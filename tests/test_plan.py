@@ -40,7 +40,7 @@ def test_plan_counts_the_grid_and_prices_it(tmp_path):
     assert g["searches"] == len({t.job.run_dir for t in ts if t.kind == "search"})
     # smoke: one epoch per run on 64 images (Li et al.: the start network's epoch, then one fine-tuning epoch)
     assert g["epochs"] == g["training_runs"] + 1 + sum(
-        p.search_for(t.job.setting, t.job.pretrain_epochs).prune.pretrain_epochs for t in ts if t.kind == "search")
+        t.job.spec.settings.prune.pretrain_epochs for t in ts if t.kind == "search")
     assert set(out["probe"]["fits"]) == {"vgg11", "resnet18", "mobilenetv2"}
     assert 0 < out["wall_hours"] <= out["wall_hours_one_task_per_device"] <= out["device_hours"]
     assert sum(c["tasks"] for c in out["configurations"]) == len(ts)

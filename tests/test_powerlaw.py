@@ -14,9 +14,8 @@ from nslab.scaling.powerlaw import (
     load_fit,
     published_fit,
     save_fit,
-    scale_widths,
-    widths_for_budget,
 )
+from nslab.scaling.solver import scale_widths, widths_for_budget
 
 PAPER_CASES = [("vgg11", "cifar10"), ("vgg11", "cifar100"), ("resnet18", "cifar100"),
                ("resnet18", "tinyimagenet"), ("mobilenetv2", "cifar100"), ("mobilenetv2", "tinyimagenet")]

@@ -7,7 +7,7 @@ import pytest
 from conftest import write_authors_run
 
 from nslab.models import param_count, uniform_widths
-from nslab.scaling import powerlaw
+from nslab.scaling import powerlaw, solver
 from nslab.search.descent import load_run
 from nslab.views import shape
 
@@ -53,7 +53,7 @@ def test_agreement_of_the_authors_own_trajectory_is_close_to_one(tmp_path, ref_d
     budget = param_count("vgg11", uniform_widths("vgg11", 0.25))  # the default network's, not start-scaled
     assert row["target_params"] == budget == 579_786
     assert abs(row["params"] - budget) / budget < 0.01 and abs(row["reference_params"] - budget) / budget < 0.01
-    ref = powerlaw.widths_for_budget(powerlaw.published_fit("vgg11-cifar10", 1)[0], "vgg11", "cifar10", budget)
+    ref = solver.widths_for_budget(powerlaw.published_fit("vgg11-cifar10", 1)[0], "vgg11", "cifar10", budget)
     assert row["reference_widths"] == ref.widths and row["reference"] == "vgg11-cifar10"
     assert row["spearman"] >= 0.9 and row["mean_abs_log2"] < 0.2
     assert shape.meets_goal(row) and row["pretrain_accuracy"] == 80.5
@@ -74,7 +74,7 @@ def test_published_configurations():
     assert list(ref) == list(budgets)
     assert list(ref["r = 0.25"]) == ["authors' iteration 1", "authors' iteration 15"]
     law = powerlaw.published_fit("vgg11-cifar10", 15)[0]
-    assert ref["r = 2"]["authors' iteration 15"] == powerlaw.widths_for_budget(law, "vgg11", "cifar10", 3.6e7).widths
+    assert ref["r = 2"]["authors' iteration 15"] == solver.widths_for_budget(law, "vgg11", "cifar10", 3.6e7).widths
     assert np.sum(ref["r = 2"]["authors' iteration 1"]) > np.sum(ref["r = 0.25"]["authors' iteration 1"])
     assert shape.published_configurations("resnet18", "cifar10", budgets) is None
     assert shape.published_name("vgg11", "cifar100") == "vgg11-cifar100"

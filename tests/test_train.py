@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from nslab.train import (
+from torch import nn
+
+from nslab import create_model, uniform_widths
+from nslab.data import DeviceBatches, synthetic_data
+from nslab.runs.train import (
     History,
     NonFiniteLossError,
     Recipe,
@@ -23,10 +27,6 @@ from nslab.train import (
     train,
     train_one_epoch,
 )
-from torch import nn
-
-from nslab import create_model, uniform_widths
-from nslab.data import DeviceBatches, synthetic_data
 
 SMALL_VGG = [8, 16, 16, 16, 32, 32, 32, 32]
 

@@ -1,4 +1,4 @@
-"""The parts of the one configuration: frozen settings of every stage and the :class:`Preset` composing them.
+"""The parts of the one configuration: frozen settings of every stage (:mod:`.preset` composes them).
 
 Every class here is a frozen dataclass that resolves to plain JSON (:func:`resolve`); :func:`digest` of
 the *resolved* settings (plus a fingerprint of the data) keys every cached artifact, so changing a
@@ -12,18 +12,16 @@ import hashlib
 import json
 import math
 import numbers
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 __all__ = [
     "BaselineSettings",
     "LatencySettings",
-    "Preset",
     "PruneSettings",
     "Recipe",
     "Resources",
     "SearchSettings",
-    "Setting",
     "digest",
     "resolve",
     "scale_epochs",
@@ -90,6 +88,8 @@ class PruneSettings:
             the BatchNorm output is >= 6 (see :class:`nslab.search.criteria.TaylorFO`).
         drop_last: drop the last incomplete minibatch of every pass (the release's DataLoader keeps it:
             it counts towards ``batches_per_step`` like any other).
+        precision: arithmetic of the run's steps on CUDA, where the Taylor-FO scores accumulate: ``"bf16"``
+            (bf16 autocast) or ``"fp32"`` (no autocast, TF32 off: the release). CPU runs are fp32 either way.
 
     ``relu6_gates`` and ``drop_last`` came after results were cached: at their defaults they are left out
     of the resolved settings (:func:`resolve`), so those results keep their keys.
@@ -115,10 +115,15 @@ class PruneSettings:
     min_pretrain_accuracy: float | None = None
     relu6_gates: str = dataclasses.field(default="after", metadata={"omit_default": True})
     drop_last: bool = dataclasses.field(default=True, metadata={"omit_default": True})
+    # "bf16": bf16 autocast on CUDA (CPUs run fp32 anyway); "fp32": fp32 with TF32 off, as the release ran.
+    # Taylor-FO sums z * dL/dz over a channel, which cancels most for the low-scored channels pruning removes.
+    precision: str = dataclasses.field(default="bf16", metadata={"omit_default": True})
 
     def __post_init__(self) -> None:
         if self.relu6_gates not in ("after", "before"):
             raise ValueError(f"unknown relu6_gates {self.relu6_gates!r}; accepted: before, after")
+        if self.precision not in ("bf16", "fp32"):
+            raise ValueError(f"unknown precision {self.precision!r}; accepted: bf16, fp32")
         for name in ("channels_per_step", "batches_per_step", "batch_size", "lr_decay_every"):
             v = getattr(self, name)
             if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
@@ -303,6 +308,8 @@ class LatencySettings:
     batch: int = 100
     warmup: int = 20
     repeat: int = 80
+    # how CUDA passes are timed (nslab.scaling.latency.PROTOCOLS); the CPU always times the wall clock
+    protocol: str = dataclasses.field(default="graph", metadata={"omit_default": True})
 
 
 @dataclass(frozen=True)
@@ -328,178 +335,3 @@ class Resources:
                 raise ValueError(f"Resources.{name} must be a finite number >= 0, got {v!r}")
         if not isinstance(self.retries, numbers.Integral) or isinstance(self.retries, bool) or self.retries < 0:
             raise ValueError(f"Resources.retries must be an integer >= 0, got {self.retries!r}")
-
-
-# --------------------------------------------------------------------------------------------------------
-# the grid: settings and presets
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One network-dataset pair of a grid, and the paper element it stands in for.
-
-    Attributes:
-        arch: architecture.
-        dataset: dataset the runs use (synthetic data of its shape under a synthetic search).
-        paper_dataset: the dataset of the paper's setting it reproduces (for the "paper" columns).
-        ratios: the paper's uniform ratios r; the budget of r is the parameter count of
-            ``uniform_widths(arch, r * start_ratio)``.
-        seeds: seeds at every ratio.
-        extra_seeds: more seeds at the first ratio (the paper's headline ratio 0.25).
-        extra_seed_methods: the methods that get ``extra_seeds`` (``None``: all).
-        table: which paper table the setting's rows go to (1 or 2 in the benchmark).
-        methods: the methods run (``None``: the preset's).
-        start_ratio: overrides the search's start ratio for this setting (a cheaper search of a big
-            network on a CPU); budgets follow it unless ``scale`` is set.
-        scale: the width the paper's ratio 1 stands for in this setting's budgets (the budget of r is the
-            count of ``uniform_widths(arch, r * scale)``); ``None``: the search's start ratio.
-        prune: overrides of the search's :class:`PruneSettings`, as ``(field, value)`` pairs.
-        search: overrides of the other :class:`SearchSettings` fields (e.g. ``(("train_subset", 1536),)``).
-        pretrain_epochs: the P_e compared in the pre-training study (``None``: the preset's).
-        train_subset: training images of this setting's from-scratch runs (``None``: the preset's).
-        epochs: epochs of those runs (``None``: the preset's).
-        test_subset: evaluate those runs on N class-balanced test images (``None``: all).
-    """
-
-    arch: str
-    dataset: str
-    paper_dataset: str
-    ratios: tuple[float, ...]
-    seeds: tuple[int, ...] = (0,)
-    extra_seeds: tuple[int, ...] = ()
-    extra_seed_methods: tuple[str, ...] | None = None
-    table: int = 1
-    methods: tuple[str, ...] | None = None
-    start_ratio: float | None = None
-    scale: float | None = None
-    prune: tuple[tuple[str, Any], ...] = ()
-    search: tuple[tuple[str, Any], ...] = ()
-    pretrain_epochs: tuple[int, ...] | None = None
-    train_subset: int | None = None
-    epochs: int | None = None
-    test_subset: int | None = None
-
-    @property
-    def slug(self) -> str:
-        """``<arch>_<dataset>``, for file names."""
-        return f"{self.arch}_{self.dataset}"
-
-    def seeds_at(self, ratio: float, method: str | None = None) -> tuple[int, ...]:
-        """Seeds run at ``ratio`` (by ``method``)."""
-        extra = ratio == self.ratios[0] and (self.extra_seed_methods is None or method in self.extra_seed_methods)
-        return self.seeds + (self.extra_seeds if extra else ())
-
-
-@dataclass(frozen=True)
-class Preset:
-    """One named, fully resolved configuration: everything a notebook needs to run at a given cost.
-
-    Attributes:
-        name: ``"smoke"``, ``"cpu"`` or ``"paper"``.
-        search: how descent searches.
-        train: from-scratch training recipes by dataset variant: ``(("cifar", r), ("tiny", r))``.
-        epochs: cut every training recipe to this many epochs (``None``: as the recipe says).
-        train_subset: train on this many class-balanced images instead of the whole split.
-        baseline: baseline settings.
-        latency: the latency protocol.
-        study_iterations: descent iterations of the pre-training and ConvCut studies (``None``: the
-            search's).
-        descent: the setting notebooks 01, 02 and 04 search on (Figures 2-3).
-        benchmark: Figures 4-5 and Tables 1-2.
-        methods: the methods of the benchmark (names of :mod:`nslab.scaling.methods`).
-        pretrain_epochs: Figures 6-9 and Tables 3-4: the pre-training epochs P_e compared.
-        pretrain: the settings of that study (VGG11, then MobileNetV2).
-        convcut: Figures 10-11 and Tables 5-6: MobileNetV2 then ResNet18 settings.
-        chance_margin: a trained run whose best test accuracy lies within this many percentage points
-            of chance (100 / classes %) stops the reproduction (``None``: no check, for runs at chance
-            by design such as synthetic smoke runs).
-        excluded: ``(method, reason)`` pairs this preset's tables leave out; the reason goes into the
-            tables' captions (:func:`nslab.views.tables.caption`).
-        macs_study: notebook 08 (beyond the paper): the setting trained at equal MACs per image
-            (:func:`nslab.runs.studies.macs_study`); ``None``: none.
-        resources: what each task of the grid asks an executor for (:mod:`nslab.runs.executors`); scheduling
-            only, part of no cache key.
-        prune_by_variant: :class:`PruneSettings` overrides by dataset variant, as ``(variant, ((field,
-            value), ...))`` pairs, applied by :meth:`search_for` before a setting's own ``prune`` (the
-            release prunes TinyImageNet with 100 minibatches of 100 between steps, CIFAR with 50 of 256).
-    """
-
-    name: str
-    search: SearchSettings
-    train: tuple[tuple[str, Recipe], ...]
-    epochs: int | None = None
-    train_subset: int | None = None
-    baseline: BaselineSettings = BaselineSettings()
-    latency: LatencySettings = LatencySettings()
-    study_iterations: int | None = None
-    descent: Setting = Setting("vgg11", "cifar10", "cifar10", (0.25, 0.75, 1.25, 2.0))
-    benchmark: tuple[Setting, ...] = ()
-    methods: tuple[str, ...] = ("uniform", "li", "morphnet", "neuralscale_it1", "neuralscale_last")
-    pretrain_epochs: tuple[int, ...] = (0, 2, 5, 10, 30, 60)
-    pretrain: tuple[Setting, ...] = ()
-    convcut: tuple[Setting, ...] = ()
-    chance_margin: float | None = 3.0
-    excluded: tuple[tuple[str, str], ...] = ()
-    macs_study: Setting | None = None
-    resources: Resources = Resources()
-    prune_by_variant: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
-
-    def search_for(self, setting: Setting | None = None, pretrain_epochs: int | None = None,
-                   iterations: int | None = None, dataset: str | None = None) -> SearchSettings:
-        """The search of ``setting`` (its start ratio and prune overrides applied), P_e and iterations.
-
-        ``dataset`` (default: the setting's) picks the :attr:`prune_by_variant` overrides; without a setting
-        or a dataset none apply.
-        """
-        s = self.search
-        changes: dict[str, Any] = {}
-        name = dataset if dataset is not None else setting.dataset if setting is not None else None
-        if self.prune_by_variant and name is not None:
-            from ..data import dataset_spec  # a table of facts, not a stage (as in presets.recipe)
-
-            changes.update(dict(self.prune_by_variant).get(dataset_spec(name).variant, ()))
-        changes.update(dict(setting.prune) if setting is not None else {})
-        if pretrain_epochs is not None:
-            changes["pretrain_epochs"] = pretrain_epochs
-        if changes:
-            s = replace(s, prune=replace(s.prune, **changes))
-        if setting is not None and setting.search:
-            s = replace(s, **dict(setting.search))
-        if setting is not None and setting.start_ratio is not None:
-            s = replace(s, start_ratio=setting.start_ratio)
-        return replace(s, iterations=iterations) if iterations is not None else s
-
-    def recipe(self, variant: str) -> Recipe:
-        """The training recipe of a dataset variant (``"cifar"`` or ``"tiny"``), as the preset defines it."""
-        table = dict(self.train)
-        if variant not in table:
-            raise ValueError(f"preset {self.name!r} has no recipe for variant {variant!r}; accepted: "
-                             f"{', '.join(table)}")
-        return table[variant]
-
-    def recipe_for(self, setting: Setting, variant: str | None = None) -> Recipe:
-        """The from-scratch recipe of ``setting``: cut to its (or the preset's) epochs, on its class-balanced subset.
-
-        ``variant``: the dataset variant whose recipe to start from (default: that of the setting's dataset).
-        """
-        if variant is None:
-            from ..data import dataset_spec  # a table of facts, not a stage (as in search_for)
-
-            variant = dataset_spec(setting.dataset).variant
-        r = self.recipe(variant)
-        epochs = setting.epochs or self.epochs
-        if epochs is not None and epochs != r.epochs:
-            r = scale_epochs(r, epochs)
-        subset = setting.train_subset or self.train_subset
-        # class-balanced: folder datasets are stored class by class, so the first N would be one class
-        return replace(r, subset=subset, subset_mode="balanced") if subset else r
-
-    def summary(self) -> str:
-        """A few readable lines: what this preset runs (instead of the full repr)."""
-        s = self.search
-        epochs = self.epochs or self.recipe("cifar").epochs
-        return (f"preset {self.name!r}: {'synthetic data' if s.synthetic else 'real data'}; search "
-                f"{s.iterations} descent iteration(s) from width ratio {s.start_ratio:g}, "
-                f"{s.prune.channels_per_step} channels per step, P_e {s.prune.pretrain_epochs}; training "
-                f"{epochs} epochs ({self.train_subset or 'all'} images); benchmark "
-                f"{', '.join(x.slug for x in self.benchmark)}")

@@ -6,11 +6,11 @@ The one place that says how each profile searches, trains, runs its baselines an
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
-from .parts import BaselineSettings, LatencySettings, Preset, PruneSettings, Recipe, Resources, SearchSettings, Setting
+from .parts import BaselineSettings, LatencySettings, PruneSettings, Recipe, Resources, SearchSettings
+from .preset import Preset, Setting
 
-__all__ = ["CPU", "GPU", "PAPER", "PRESETS", "SMOKE", "preset", "recipe"]
+__all__ = ["CPU", "GPU", "PAPER", "PRESETS", "SMOKE", "preset"]
 
 # The released code's protocol (ratio_swipe.py / imagenet_ratio_swipe.py). TinyImageNet: the release sets
 # lr = 0.1 * 0.1**(epoch // 50) at epochs 50, 100 and 150, so the 150th (last) epoch runs at 1e-4 too.
@@ -66,7 +66,8 @@ _SEEDS = (0, 1, 2, 3, 4)
 # the last incomplete one of each epoch included; MobileNetV2's stem and head gates read before their ReLU6.
 # The deviations that remain are listed in the README ("The paper profile and the release").
 # (Channels-last only changes the memory layout: on CUDA it feeds the tensor cores without transposes.)
-_PAPER_SEARCH = PruneSettings(stop_when_layer_empties=True, relu6_gates="before", drop_last=False, channels_last=True)
+_PAPER_SEARCH = PruneSettings(stop_when_layer_empties=True, relu6_gates="before", drop_last=False, channels_last=True,
+                              precision="fp32")  # fp32 Taylor-FO scores, as the release ran
 _PAPER_TINY_SEARCH = (("tiny", (("batches_per_step", 100), ("batch_size", 100))),)
 
 # Notebook 08 (beyond the paper): the methods trained at uniform's MACs per image instead of its parameters
@@ -247,23 +248,3 @@ def preset(name: str | Preset) -> Preset:
         return PRESETS[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown profile {name!r}; accepted: {', '.join(PRESETS)}") from None
-
-
-def recipe(name: str, dataset: Any = "cifar10") -> Recipe:
-    """The training recipe of preset ``name`` for ``dataset`` (a name, ``"synthetic"``, or a spec).
-
-    The dataset's variant (CIFAR or TinyImageNet) picks the protocol; ``"synthetic"`` counts as CIFAR.
-
-    Raises:
-        ValueError: unknown preset or dataset name (the message lists the accepted ones).
-    """
-    p = preset(name)
-    if hasattr(dataset, "variant"):
-        variant = dataset.variant
-    elif dataset == "synthetic":
-        variant = "cifar"
-    else:
-        from ..data import dataset_spec  # a table of facts, not a stage: reading it imports no stage
-
-        variant = dataset_spec(dataset).variant
-    return p.recipe(variant)

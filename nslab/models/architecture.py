@@ -31,11 +31,14 @@ class WidthGroup:
         name: a short readable name (``"conv3"``, ``"block2.mid"``).
         default: the paper's width (channels).
         layers: which layers this width sets (the layers sharing it), in words, for a reader.
+        members: for a traced network (:meth:`Architecture.from_module`), ``(tensor owner, role, channels per
+            unit width)`` of every dimension this width sets (see :class:`nslab.models.traced.TracedGroup`).
     """
 
     name: str
     default: int
     layers: str = ""
+    members: tuple[tuple[str, str, int], ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,10 @@ class Architecture:
             are masked at their gates. Empty (the safe default): every entry is masked.
         ops: ``(widths, spec, convcut) -> list[Op]``, the layers of one forward pass as a per-layer
             latency table times them (:mod:`nslab.scaling.latency_table`); ``None``: no latency model.
+        sgd_solver: ``(lr, steps, tol)`` of the paper's gradient-descent budget solver as the authors'
+            release set it for this network (``widths_for_budget(..., method="sgd")``, Eq. 9-11): the
+            learning rate on tau, a fixed number of steps (``None``: run to ``tol``) and the relative
+            parameter error it stops at (``None``: run the fixed steps); ``None``: the release has none.
         description: one line for a reader.
     """
 
@@ -77,6 +84,7 @@ class Architecture:
     macs: Callable[[Sequence[int], int, str, bool, int], int]
     shrinkable: frozenset[int] = frozenset()
     ops: Callable[[Sequence[int], DatasetSpec, bool], list[Op]] | None = None
+    sgd_solver: tuple[float, int | None, float | None] | None = None
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -114,3 +122,28 @@ class Architecture:
     def width_names(self) -> tuple[str, ...]:
         """The groups' names, in width-vector order."""
         return tuple(g.name for g in self.groups)
+
+    @classmethod
+    def from_module(cls, factory, input_size: Sequence[int] = (3, 32, 32), name: str | None = None,
+                    check: bool = True) -> Architecture:
+        """An architecture for any CNN: its coupled channel groups, traced, as the width vector.
+
+        Args:
+            factory: builds the network at its default widths: a no-argument callable, ``"torchvision:NAME"``,
+                ``"timm:NAME"`` or ``"package.module:function"``.
+            input_size: (C, H, H) of one image, H = 32 (variant ``"cifar"``) or 64 (``"tiny"``).
+            name: the registry name (default: the factory's label).
+            check: also build once at widths unlike the default (meta device) and compare the counts there.
+
+        Returns:
+            The Architecture (register it with :func:`nslab.models.register`); see
+            :mod:`nslab.models.traced_arch` for what its build, params and macs do.
+
+        Raises:
+            ValueError: one line naming the bad factory, input size, module or op.
+        """
+        from .traced_arch import traced_parts
+
+        parts = traced_parts(factory, input_size, name, check)
+        parts["groups"] = tuple(WidthGroup(n, d, layers, members) for n, d, layers, members in parts["groups"])
+        return cls(**parts)

@@ -151,5 +151,6 @@ ARCH = Architecture(
     # is tied to t x its input width, so removing an input channel removes hidden channels that are not tied to it.
     shrinkable=frozenset({len(DEFAULT_WIDTHS) - 1}),
     ops=ops,
+    sgd_solver=(1.0, None, 0.0005),  # the release's: (lr, steps, tol)
     description="MobileNetV2 (19 widths: the stem, the 17 bottleneck outputs, the final 1x1 conv)",
 )

@@ -135,5 +135,6 @@ ARCH = Architecture(
     # a channel cannot reproduce the identity on the raw input.
     shrinkable=frozenset(range(1, len(DEFAULT_WIDTHS), 2)),
     ops=ops,
+    sgd_solver=(1.0, None, 0.009),  # the release's: (lr, steps, tol)
     description="PreAct-ResNet18 (17 widths: the stem, both convs of each of 8 BasicBlocks)",
 )

@@ -104,5 +104,6 @@ ARCH = Architecture(
     # All 8 shrink exactly: a gate feeds only the next conv (or the head).
     shrinkable=frozenset(range(len(DEFAULT_WIDTHS))),
     ops=ops,
+    sgd_solver=(50.0, 2000, None),  # the release's: (lr, steps, tol)
     description="VGG11 with BatchNorm, CIFAR variant (8 conv widths)",
 )

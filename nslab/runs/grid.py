@@ -1,41 +1,41 @@
 """The reproduction grid of a preset as tasks: every search iteration and training run the notebooks ask for.
 
 Notebooks 01-08 call :mod:`nslab.runs.studies`, which computes what is missing on demand. :func:`tasks` lists
-the same work up front, as small picklable :class:`Task` s that an executor (:mod:`nslab.runs.executors`) can
-run in any order their dependencies allow, on one machine or many. Each task's only output is its result,
-written atomically where the notebooks look for it, under the same key:
+the same work up front, from the same declarations (:func:`nslab.runs.studies.requests`), as small picklable
+:class:`Task` s that an executor (:mod:`nslab.runs.executors`) can run in any order their dependencies allow,
+on one machine or many. Each task's only output is its result, written atomically where the notebooks look
+for it, under the same key:
 
 - a *search task* runs iteration k of one architecture-descent run directory
-  (:func:`nslab.runs.studies.search_dir`); it needs iteration k - 1 of the same directory;
-- a *training task* trains and times one network (one :class:`~nslab.runs.store.RunSpec`: method x ratio x
-  seed of a setting) into the :class:`~nslab.runs.store.ResultsStore`; NeuralScale and MorphNet runs need the
-  search iteration whose fit (or trajectory) gives their widths: iteration 1 for ``neuralscale_it1`` and
-  ``morphnet``, the last for ``neuralscale_last``.
+  (:class:`nslab.runs.specs.SearchSpec`); it needs iteration k - 1 of the same directory;
+- a *training task* trains one network (one :class:`~nslab.runs.store.RunSpec`: method x ratio x seed of a
+  setting) into the :class:`~nslab.runs.store.ResultsStore`; NeuralScale and MorphNet runs need the search
+  iteration whose fit (or trajectory) gives their widths (the method's ``reads_iteration``: iteration 1 for
+  ``neuralscale_it1`` and ``morphnet``, the last for ``neuralscale_last``);
+- a *latency task* (only where the preset packs several tasks on one GPU,
+  :func:`nslab.runs.specs.shares_device`) times a training run's network alone on a whole device, after it.
 
-The notebooks' calls are mirrored by :func:`notebook_requests` (one entry per notebook); after an executor
-has run the grid, every notebook finds its searches and runs cached. A training task that needs a search
-knows its widths only once the search iteration is on disk: its :meth:`Task.output` (the RunSpec key) is
-``None`` until then, and its static :attr:`Task.key` hashes what the widths come from instead.
+Every request is resolved once, when the tasks are listed, into its exact settings (:class:`SearchSpec`,
+:func:`nslab.runs.specs.settings_for`); listing loads no data and fits nothing (a run without a search gets
+its widths from closed-form counts). A task's :attr:`Task.key` hashes what it is asked to do (settings, data
+source, device kind); its :meth:`Task.output` (the run directory or RunSpec key, which hold the data's
+fingerprint and, for a training run, its widths) is ``None`` until it is known: the data's fingerprint kept on
+disk (:class:`nslab.runs.specs.DataSource`) and, for a run whose widths come from a search, that search.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
-from pathlib import Path
 from typing import Protocol
 
 from ..config import Preset, Setting, digest, resolve
 from ..config.parts import Resources
 from ..paths import Paths
+from .specs import SearchSpec, data_of, device_kind, search_spec, settings_for, shares_device
 
-__all__ = ["BenchRequest", "Job", "SearchJob", "SearchRequest", "Task", "TrainJob", "notebook_requests", "tasks"]
-
-# Which search iteration a method's widths come from (1-based; -1: the last one the call searched): see
-# nslab.scaling.methods (MorphNet: iteration 1's trajectory or fit; NeuralScale: the fit of iteration 1 / the last).
-# A method that needs a search and is not listed here waits for the last iteration (always correct).
-_READS = {"morphnet": 1, "neuralscale_it1": 1, "neuralscale_last": -1}
+__all__ = ["Job", "LatencyJob", "SearchJob", "Task", "TrainJob", "tasks"]
 
 
 class Job(Protocol):
@@ -55,11 +55,13 @@ class Task:
     Attributes:
         name: readable and unique within a grid (progress lines and failure reports name it).
         key: identity: two requests of the same work give the same key (and one task); deps refer to it.
-        kind: ``"search"`` or ``"train"``.
+        kind: ``"search"``, ``"train"`` or ``"latency"``.
         deps: keys of the tasks whose results this one reads.
-        resources: what it asks an executor for (the preset's :class:`~nslab.config.parts.Resources`).
+        resources: what it asks an executor for (the preset's :class:`~nslab.config.parts.Resources`; a
+            latency task a whole GPU).
         notebooks: the notebooks (``"01"``, ...) that ask for it.
-        job: the work itself (:class:`SearchJob`, :class:`TrainJob`, or any picklable :class:`Job`).
+        job: the work itself (:class:`SearchJob`, :class:`TrainJob`, :class:`LatencyJob`, or any picklable
+            :class:`Job`).
     """
 
     name: str
@@ -75,7 +77,7 @@ class Task:
         self.job.run()
 
     def output(self) -> str | None:
-        """The key of the result this task writes, once its dependencies are done (else ``None``)."""
+        """The key of the result this task writes, once it is known (else ``None``)."""
         return self.job.output()
 
     def done(self) -> bool:
@@ -87,26 +89,24 @@ class Task:
 # the jobs
 
 
-def _device_kind() -> str:
-    from .studies import _device
-
-    return _device().split(":")[0]
-
-
-def _check_place(expected: str, now: Path | str, what: str) -> None:
-    """A worker must compute the key the driver enumerated, or the notebooks would never find the result."""
-    if str(now) != expected:
-        raise ValueError(f"{what}: this worker would write {now}, the grid expects {expected} (device kind "
-                         f"{_device_kind()!r} here; every node must use the device kind, data and nslab version of "
-                         "the driver, whose keys the notebooks will look up)")
+def _check_place(spec: SearchSpec, expect_data: dict | None, what: str) -> None:
+    """A worker must compute the keys the driver listed, or the notebooks would never find the result."""
+    here = device_kind()
+    now = spec.data.load().fingerprint() if expect_data is not None else None
+    if here != spec.device or now != expect_data:
+        raise ValueError(f"{what}: this worker (device kind {here!r}, data {now}) would not write what the grid "
+                         f"expects (device kind {spec.device!r}, data {expect_data}); every node must use the device "
+                         "kind, data and nslab version of the driver, whose keys the notebooks will look up")
 
 
 @dataclass(frozen=True)
 class SearchJob:
-    """Iteration ``iteration`` of the search of ``setting`` with P_e ``pretrain_epochs`` (``None``: the preset's).
+    """Iteration ``iteration`` of the search ``spec`` (of ``setting`` with P_e ``pretrain_epochs``).
 
     Attributes:
-        run_dir: the run directory the driver computed (a worker checks it computes the same).
+        spec: the resolved search (its ``iterations`` is this job's iteration).
+        expect_data: the data's fingerprint the driver knew when it listed the task (``None``: unknown); a
+            worker checks its data against it.
     """
 
     preset: Preset
@@ -114,23 +114,30 @@ class SearchJob:
     paths: Paths
     pretrain_epochs: int | None
     iteration: int
-    run_dir: str
+    spec: SearchSpec
+    expect_data: dict | None = None
+
+    @property
+    def run_dir(self) -> str:
+        """The run directory (``""`` while the data's fingerprint is unknown)."""
+        d = self.spec.run_dir(load=False)
+        return "" if d is None else str(d)
 
     def run(self) -> None:
-        from .studies import search, search_dir
+        from .studies import run_search
 
-        _check_place(self.run_dir, search_dir(self.preset, self.setting, self.paths, self.pretrain_epochs),
-                     f"search {self.setting.slug} iteration {self.iteration}")
-        search(self.preset, self.setting, self.paths, iterations=self.iteration,
-               pretrain_epochs=self.pretrain_epochs, progress=False)
+        _check_place(self.spec, self.expect_data, f"search {self.spec.name} iteration {self.iteration}")
+        run_search(self.spec, progress=False)
 
-    def output(self) -> str:
-        return f"{self.run_dir}/iter_{self.iteration:02d}"
+    def output(self) -> str | None:
+        d = self.run_dir
+        return f"{d}/iter_{self.iteration:02d}" if d else None
 
     def done(self) -> bool:
         from ..search.descent import iteration_dir
 
-        return (iteration_dir(self.run_dir, self.iteration) / "summary.json").is_file()
+        d = self.run_dir
+        return bool(d) and (iteration_dir(d, self.iteration) / "summary.json").is_file()
 
 
 @lru_cache(maxsize=256)
@@ -143,16 +150,14 @@ def _load_run(run_dir: str, iterations: int, stamp: float):
 
 @dataclass(frozen=True)
 class TrainJob:
-    """One training run: ``method`` at ``ratio`` with ``seed`` on ``setting``, as :func:`nslab.runs.studies.benchmark`
-    would make it.
+    """One training run: ``method`` at ``ratio`` with ``seed`` on ``setting``, as :func:`nslab.runs.studies.fulfil`
+    makes it.
 
     Attributes:
-        search: ``(pretrain_epochs, iterations, reads)`` of the search the widths come from (``None``: no
-            search): the run directory of P_e ``pretrain_epochs`` read up to iteration ``reads`` (the last of
-            the ``iterations`` the notebook's call searched, or 1).
-        run_dir: that run directory (``""`` without a search).
-        tags: the extra ``(name, value)`` pairs of the notebook's call (e.g. pre-training epochs).
+        search: the search the widths come from (``None``: no search), read up to iteration ``reads``.
+        tags: the extra ``(name, value)`` pairs of the request (e.g. pre-training epochs).
         metric: what the budget holds equal (``"params"``; ``"macs"`` in notebook 08).
+        device: the device kind the driver listed it for.
     """
 
     preset: Preset
@@ -161,41 +166,49 @@ class TrainJob:
     method: str
     ratio: float
     seed: int
-    search: tuple[int | None, int] | None
-    run_dir: str
+    search: SearchSpec | None
+    reads: int
     tags: tuple = ()
     metric: str = "params"
+    device: str = "cpu"
 
-    def _run(self):
+    def _run(self, load: bool):
         if self.search is None:
             return None
         from ..search.descent import iteration_dir
 
-        reads = self.search[1]
-        summary = iteration_dir(self.run_dir, reads) / "summary.json"
-        if not summary.is_file():
+        d = self.search.run_dir(load)
+        summary = None if d is None else iteration_dir(d, self.reads) / "summary.json"
+        if summary is None or not summary.is_file():
             return None
-        run = _load_run(self.run_dir, reads, summary.stat().st_mtime_ns)
-        if len(run.iterations) != reads:
-            return None
-        return run
+        stamp = summary.stat().st_mtime_ns
+        run = _load_run(str(d), self.reads, stamp)
+        return (run, f"{d}:{stamp}") if len(run.iterations) == self.reads else None
 
-    def spec(self):
-        """The :class:`~nslab.runs.store.RunSpec` (``None`` while the search it needs is unfinished)."""
-        from .studies import load_data, run_specs
+    def spec(self, load: bool = False):
+        """The :class:`~nslab.runs.store.RunSpec` (``None`` while the search it needs is unfinished, or while
+        the data's fingerprint is unknown and ``load`` is false); computed once per search state."""
+        from .specs import Fingerprinted
+        from .studies import run_specs
 
-        run = self._run()
-        if self.search is not None and run is None:
+        fp = data_of(self.preset, self.setting, self.paths).fingerprint(load)
+        found = self._run(load) if fp is not None else None
+        if fp is None or (self.search is not None and found is None):
             return None
-        # read up to the iteration the method uses: neuralscale_last reads (and is tagged with) the call's
-        # last iteration; the others read iteration 1 only, which gives the widths the full run gives
-        data = load_data(self.preset, self.setting, self.paths)
-        specs = [s for s in run_specs(self.preset, self.setting, run, (self.method,), data, (self.ratio,), self.tags,
-                                      self.metric) if s.seed == self.seed]
-        if len(specs) != 1:
-            raise ValueError(f"{self.method} r={self.ratio:g} seed {self.seed}: expected one run of "
-                             f"{self.setting.slug}, found {len(specs)}")
-        return specs[0]
+        run, stamp = found or (None, "")
+        memo = self.__dict__.setdefault("_specs", {})  # a cache, not a field: frozen dataclasses allow it
+        at = (digest(fp), stamp)
+        if at not in memo:
+            # read up to the iteration the method uses: neuralscale_last reads (and is tagged with) the call's
+            # last iteration; the others read iteration 1 only, which gives the widths the full run gives
+            specs = [s for s in run_specs(self.preset, self.setting, run, (self.method,), Fingerprinted(fp),
+                                          (self.ratio,), self.tags, self.metric) if s.seed == self.seed]
+            if len(specs) != 1:
+                raise ValueError(f"{self.method} r={self.ratio:g} seed {self.seed}: expected one run of "
+                                 f"{self.setting.slug}, found {len(specs)}")
+            memo.clear()
+            memo[at] = specs[0]
+        return memo[at]
 
     def output(self) -> str | None:
         s = self.spec()
@@ -208,82 +221,51 @@ class TrainJob:
         return s is not None and ResultsStore(self.paths.results).get(s) is not None
 
     def run(self) -> None:
-        from .studies import search_dir, train_runs
+        from .studies import train_runs
 
-        if self.search is not None:
-            _check_place(self.run_dir, search_dir(self.preset, self.setting, self.paths, self.search[0]),
-                         f"training run {self.method} {self.setting.slug}")
-        s = self.spec()
+        if device_kind() != self.device:
+            raise ValueError(f"training run {self.method} {self.setting.slug}: this worker's device kind "
+                             f"{device_kind()!r} is not the driver's {self.device!r}, whose keys the notebooks use")
+        s = self.spec(load=True)
         if s is None:
-            raise ValueError(f"the search {self.run_dir} has not finished iteration {self.search[1]}")
-        train_runs(self.preset, self.setting, [s], self.paths, progress=False)
+            raise ValueError(f"the search {self.search.name} has not finished iteration {self.reads}")
+        train_runs(self.preset, self.setting, [s], self.paths, progress=False, alone_latency=False)
+
+
+@dataclass(frozen=True)
+class LatencyJob:
+    """The latency of ``train``'s network, timed alone on a whole device (a shared-device preset)."""
+
+    train: TrainJob
+
+    def _key(self, load: bool = False) -> str | None:
+        from .specs import latency_key
+
+        s = self.train.spec(load)
+        return None if s is None else latency_key(self.train.preset, s.arch, s.dataset, s.widths, s.convcut,
+                                                  self.train.device)
+
+    def output(self) -> str | None:
+        k = self._key()
+        return None if k is None else f"latency:{k}"
+
+    def done(self) -> bool:
+        from .specs import read_latency
+
+        k = self._key()
+        return k is not None and read_latency(self.train.paths.results, k) is not None
+
+    def run(self) -> None:
+        from .specs import measure_alone, write_latency
+
+        k = self._key(load=True)
+        if k is None:
+            raise ValueError(f"latency of {self.train.method} {self.train.setting.slug}: its widths are unknown")
+        write_latency(self.train.paths.results, k, measure_alone(self.train.preset, self.train.spec(load=True)))
 
 
 # --------------------------------------------------------------------------------------------------------
-# what the notebooks ask for
-
-
-@dataclass(frozen=True)
-class SearchRequest:
-    """``benchmark.search(preset, setting, paths, iterations, pretrain_epochs)``."""
-
-    setting: Setting
-    iterations: int | None = None
-    pretrain_epochs: int | None = None
-
-
-@dataclass(frozen=True)
-class BenchRequest:
-    """``benchmark.benchmark(preset, setting, paths, methods, run=<search of iterations and P_e>, tags=tags)``.
-
-    ``methods`` ``None``: the setting's or the preset's; ``iterations`` ``None``: the search's default;
-    ``metric``: the budget's (:func:`nslab.runs.studies.macs_study`: ``"macs"``); ``merge_last``: leave
-    ``neuralscale_last`` out beside ``neuralscale_it1`` after a one-iteration search, as ``benchmark`` does.
-    """
-
-    setting: Setting
-    methods: tuple[str, ...] | None = None
-    iterations: int | None = None
-    pretrain_epochs: int | None = None
-    tags: tuple = ()
-    metric: str = "params"
-    merge_last: bool = True
-
-
-def notebook_requests(p: Preset) -> dict[str, list[SearchRequest | BenchRequest]]:
-    """The searches and benchmark calls each notebook makes under ``p`` (mirrors notebooks 01-08).
-
-    01/02: iteration 1 of the descent setting; 04: its full search; 05: :func:`nslab.runs.studies.benchmark_all`;
-    06: :func:`nslab.runs.studies.pretraining_study` of each pre-training setting; 07:
-    :func:`nslab.runs.studies.convcut_study` of each ConvCut setting; 08 (when the preset has one):
-    :func:`nslab.runs.studies.macs_study`. Notebook 03 reads fits only.
-    """
-    from .studies import CONVCUT_METHODS, MACS_METHODS
-
-    its = p.study_iterations
-    pre: list[SearchRequest | BenchRequest] = []
-    for s in p.pretrain:
-        pre.append(BenchRequest(s, ("uniform",)))
-        for pe in s.pretrain_epochs or p.pretrain_epochs:
-            pre.append(BenchRequest(s, ("neuralscale_last",), its, pe, (("pretrain_epochs", pe),)))
-    out: dict[str, list[SearchRequest | BenchRequest]] = {
-        "01": [SearchRequest(p.descent, 1)],
-        "02": [SearchRequest(p.descent, 1)],
-        "04": [SearchRequest(p.descent)],
-        "05": [BenchRequest(s) for s in p.benchmark],
-        "06": pre,
-        "07": [BenchRequest(s, CONVCUT_METHODS, its) for s in p.convcut],
-    }
-    macs = p.macs_study
-    if macs is not None:  # notebook 08: the methods at equal MACs, NeuralScale (last) at equal parameters too
-        methods = tuple(macs.methods or MACS_METHODS)
-        out["08"] = [BenchRequest(macs, methods, metric="macs", merge_last=False),
-                     BenchRequest(macs, ("neuralscale_last",), merge_last=False)]
-    return out
-
-
-def _slug(setting: Setting, pe: int | None, p: Preset) -> str:
-    return f"{setting.arch}/{setting.dataset} P_e={p.search_for(setting, pe).prune.pretrain_epochs}"
+# the requests of the studies as tasks
 
 
 class _Grid:
@@ -291,67 +273,87 @@ class _Grid:
 
     def __init__(self, p: Preset, paths: Paths):
         self.p, self.paths, self.tasks = p, paths, {}
+        self.device = device_kind()
+        alone = Resources(p.resources.cpus, 1.0, p.resources.retries) if p.resources.gpus > 0 else p.resources
+        self.latency_resources = alone  # the whole device: no other task's load in the timing
 
     def add(self, task: Task) -> str:
         old = self.tasks.get(task.key)
         if old is not None:
-            task = Task(old.name, old.key, old.kind, old.deps, old.resources,
-                        tuple(sorted(set(old.notebooks) | set(task.notebooks))), old.job)
+            task = replace(old, notebooks=tuple(sorted(set(old.notebooks) | set(task.notebooks))))
         self.tasks[task.key] = task
         return task.key
 
-    def search(self, setting: Setting, iterations: int | None, pe: int | None, nb: str) -> tuple[str, list[str]]:
-        """Tasks of iterations 1..N of a search; returns (run_dir, keys by iteration)."""
-        from .studies import search_dir
-
-        n = self.p.search_for(setting, pe, iterations).iterations
-        run_dir = str(search_dir(self.p, setting, self.paths, pe))
+    def search(self, setting: Setting, iterations: int | None, pe: int | None, nb: str) -> tuple[SearchSpec, list]:
+        """Tasks of iterations 1..N of a search; returns (its spec, keys by iteration)."""
+        spec = search_spec(self.p, setting, self.paths, pe, iterations)
+        expect = spec.data.kept_fingerprint() if not spec.data.synthetic else None
         keys: list[str] = []
-        for k in range(1, n + 1):
-            job = SearchJob(self.p, setting, self.paths, pe, k, run_dir)
-            name = f"search {_slug(setting, pe, self.p)} it {k} [{Path(run_dir).name[-10:]}]"
-            keys.append(self.add(Task(name, f"search:{run_dir}:{k}", "search", tuple(keys[-1:]), self.p.resources,
-                                      (nb,), job)))
-        return run_dir, keys
+        for k in range(1, spec.settings.iterations + 1):
+            job = SearchJob(self.p, setting, self.paths, pe, k, replace(spec, settings=replace(spec.settings,
+                                                                                             iterations=k)), expect)
+            name = f"search {setting.arch}/{setting.dataset} P_e={spec.settings.prune.pretrain_epochs} it {k} " \
+                   f"[{spec.ident[-10:]}]"
+            keys.append(self.add(Task(name, f"search:{spec.ident}:{k}", "search", tuple(keys[-1:]),
+                                      self.p.resources, (nb,), job)))
+        return spec, keys
 
-    def bench(self, req: BenchRequest, nb: str) -> None:
+    def bench(self, req, nb: str) -> None:
         from ..scaling.methods import get_method
         from .studies import bench_methods, run_slots
 
         s, p = req.setting, self.p
-        methods = tuple(req.methods or s.methods or p.methods)
-        needs = any(get_method(m).needs_search for m in methods)
-        run_dir, keys, n = "", [], None
-        if needs:
-            run_dir, keys = self.search(s, req.iterations, req.pretrain_epochs, nb)
-            n = len(keys)
-        for method, r, seed in run_slots(p, s, bench_methods(p, s, methods, n) if req.merge_last else methods):
+        methods, spec, keys = req.methods_of(p), None, []
+        if req.needs_search(p):
+            spec, keys = self.search(s, req.iterations, req.pretrain_epochs, nb)
+        if req.merge_last:
+            methods = bench_methods(p, s, methods, len(keys) if spec is not None else None)
+        for method, r, seed in run_slots(p, s, methods):
             m = get_method(method)
+            reads = 0 if not m.needs_search else len(keys) if m.reads_iteration == -1 else m.reads_iteration
+            job = TrainJob(p, s, self.paths, method, r, seed, spec if m.needs_search else None, reads, req.tags,
+                           req.metric, self.device)
+            key = "train:" + (self._searched_key(req, method, r, seed, spec, reads) if job.search else
+                              self._plain_key(req, method, r, seed))
             tag = f" P_e={req.pretrain_epochs}" if req.pretrain_epochs is not None else ""
             tag += f" (equal {req.metric})" if req.metric != "params" else ""
-            if not m.needs_search:
-                job = TrainJob(p, s, self.paths, method, r, seed, None, "", req.tags, req.metric)
-                spec = job.spec()
-                name = f"train {method} {s.arch}/{s.dataset} r={r:g} seed {seed}{tag} [{spec.key[:8]}]"
-                self.add(Task(name, spec.key, "train", (), p.resources, (nb,), job))
-                continue
-            reads = _READS.get(method, -1)
-            reads = n if reads == -1 else reads
-            job = TrainJob(p, s, self.paths, method, r, seed, (req.pretrain_epochs, reads), run_dir, req.tags,
-                           req.metric)
-            # the widths are not known yet: key what they come from (the run directory and the iteration read)
-            # plus everything else of the RunSpec's key
-            key = "train:" + digest(method, s.arch, s.dataset, r, seed, run_dir, reads,
-                                    resolve(p.recipe_for(s)), s.test_subset, s.scale,
-                                    resolve(p.latency), resolve(p.baseline), resolve(req.tags), req.metric)
-            name = f"train {method} {s.arch}/{s.dataset} r={r:g} seed {seed}{tag} (search it {reads}) [{key[6:14]}]"
-            self.add(Task(name, key, "train", (keys[reads - 1],), p.resources, (nb,), job))
+            tag += f" (search it {reads})" if reads else ""
+            name = f"train {method} {s.arch}/{s.dataset} r={r:g} seed {seed}{tag} [{key[6:14]}]"
+            self.add(Task(name, key, "train", (keys[reads - 1],) if reads else (), p.resources, (nb,), job))
+            if shares_device(p):
+                self.add(Task("latency" + name[5:], "latency:" + key[6:], "latency", (key,), self.latency_resources,
+                              (nb,), LatencyJob(job)))
+
+    def _source(self, s: Setting) -> list:
+        src = data_of(self.p, s, self.paths)
+        return [src.dataset, src.root, src.synthetic]
+
+    def _plain_key(self, req, method: str, r: float, seed: int) -> str:
+        """A run that needs no search: its RunSpec's key with the data source in place of the data's fingerprint
+        (its widths come from closed-form counts: the same network asked by two notebooks is one task)."""
+        from .specs import Fingerprinted
+        from .studies import run_specs
+
+        stand_in = Fingerprinted({"source": self._source(req.setting)})
+        specs = run_specs(self.p, req.setting, None, (method,), stand_in, (r,), req.tags, req.metric)
+        return next(x.key for x in specs if x.seed == seed)
+
+    def _searched_key(self, req, method: str, r: float, seed: int, spec: SearchSpec, reads: int) -> str:
+        """A run whose widths come from a search: what they come from (the search and the iteration read, the
+        data source) plus everything else of the RunSpec's key."""
+        p, s = self.p, req.setting
+        return digest(method, s.arch, s.dataset, r, seed, spec.ident, reads, resolve(settings_for(p, s).recipe),
+                      s.test_subset, s.scale, resolve(p.latency), resolve(p.baseline), resolve(req.tags), req.metric,
+                      self._source(s), self.device)
+
+
+_ORDER = {"search": 0, "train": 1, "latency": 2}
 
 
 def tasks(p: Preset, paths: Paths, notebooks: Sequence[str] | None = None) -> list[Task]:
-    """Every search iteration and training run the notebooks ask for under ``p``, dependencies first.
+    """Every search iteration, training run (and alone-latency pass) the notebooks ask for under ``p``.
 
-    Loads each setting's data once (its fingerprint is part of every key) but computes nothing.
+    Resolves every request once into its exact settings; loads no data and reads no search.
 
     Args:
         p: the preset.
@@ -361,9 +363,11 @@ def tasks(p: Preset, paths: Paths, notebooks: Sequence[str] | None = None) -> li
     Returns:
         The tasks, each after the tasks it depends on.
     """
+    from .studies import SearchRequest, requests
+
     want = None if notebooks is None else {f"{int(x):02d}" for x in notebooks}
     g = _Grid(p, paths)
-    for nb, reqs in notebook_requests(p).items():
+    for nb, reqs in requests(p).items():
         if want is not None and nb not in want:
             continue
         for req in reqs:
@@ -371,5 +375,5 @@ def tasks(p: Preset, paths: Paths, notebooks: Sequence[str] | None = None) -> li
                 g.search(req.setting, req.iterations, req.pretrain_epochs, nb)
             else:
                 g.bench(req, nb)
-    # searches first (in iteration order), then training runs: every task after its dependencies
-    return sorted(g.tasks.values(), key=lambda t: t.kind != "search")
+    # searches first (in iteration order), then training runs, then their latency: dependencies first
+    return sorted(g.tasks.values(), key=lambda t: _ORDER[t.kind])

@@ -5,8 +5,9 @@ learning rate and an ``on_step`` hook that may swap the model and optimiser or s
 :class:`Step`); it returns the pass's :class:`EpochStats` and raises :class:`NonFiniteLossError` on a
 NaN/inf loss. :func:`evaluate` gives test loss and accuracy. Around them: the device and seed helpers
 (:func:`resolve_device`, :func:`seed_everything`), the memory-format rule (:func:`channels_last_ok`)
-and the per-step context managers (bf16 autocast on CUDA, cuDNN autotuning), and the training step as one
-CUDA graph (:class:`GraphedStep`, kept per run by :class:`StepGraphs`). The full, checkpointed run is
+and the per-step context managers (bf16 autocast on CUDA, fp32 without TF32, cuDNN autotuning), and the
+training step as one CUDA graph (:class:`GraphedStep`, kept per run by :class:`StepGraphs`; both in
+:mod:`nslab.runs.graphs`, re-exported here). The full, checkpointed run is
 :func:`nslab.runs.train.train`; the pruning run is :func:`nslab.search.prune.prune`.
 """
 
@@ -25,6 +26,7 @@ from torch import nn
 
 from ..data import DeviceBatches
 from ..device import resolve_device
+from .graphs import GraphedStep, StepGraphs, autocast, capture_refusal, full_fp32, sgd_update_
 
 __all__ = [
     "EpochStats",
@@ -32,8 +34,12 @@ __all__ = [
     "NonFiniteLossError",
     "Step",
     "StepGraphs",
+    "autocast",
+    "capture_refusal",
     "channels_last_ok",
     "cudnn_benchmark",
+    "full_fp32",
+    "sgd_update_",
     "evaluate",
     "resolve_device",
     "seed_everything",
@@ -102,154 +108,6 @@ def cudnn_benchmark(device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.benchmark = old
 
 
-def _autocast(device: torch.device, cache: bool = True) -> contextlib.AbstractContextManager:
-    # bf16 autocast only on CUDA: CPUs without native bf16 (AVX2) run it slower than fp32.
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache)
-    return contextlib.nullcontext()
-
-
-# --------------------------------------------------------------------------------------------------------
-# the training step as one CUDA graph
-
-
-def sgd_update_(
-    params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor], lr: torch.Tensor, *,
-    momentum: float, dampening: float, nesterov: bool, weight_decay: float,
-) -> None:
-    """``torch.optim.SGD``'s update (its foreach path) with the learning rate as a 0-dim tensor, in place.
-
-    A tensor lr can change between replays of a CUDA graph (``torch.optim.SGD`` turns one into a Python
-    number, which a graph would freeze). ``bufs`` are the momentum buffers (zeros before the first step:
-    ``m * 0 + g`` is SGD's first buffer ``g``). Equal to ``SGD.step()`` up to rounding of ``p - lr * d``.
-    """
-    d = torch._foreach_add(grads, params, alpha=weight_decay) if weight_decay else list(grads)
-    if momentum:
-        torch._foreach_mul_(bufs, momentum)
-        torch._foreach_add_(bufs, d, alpha=1 - dampening)
-        if nesterov:
-            d = torch._foreach_add(d, bufs, alpha=momentum)
-        else:
-            d = bufs
-    torch._foreach_sub_(params, torch._foreach_mul(d, lr))
-
-
-class GraphedStep:
-    """One training step (forward under bf16 autocast, cross-entropy, backward, SGD update) as a CUDA graph.
-
-    Eager PyTorch spends ~10-20 us of Python and kernel launches per op: a small network at batch 128 waits on
-    the CPU. Replaying the captured step launches it all at once. The update is :func:`sgd_update_` over the
-    optimiser's own momentum buffers (``optimizer.state[p]["momentum_buffer"]``), so checkpoints stay
-    those of ``torch.optim.SGD``. Capture runs ``warmup`` real steps first (on a side stream: cuDNN picks its
-    kernels, workspaces get allocated), then restores every parameter, buffer and momentum buffer, so the
-    run's result does not depend on the capture.
-
-    On a CPU device nothing is captured: the same step runs eagerly on the same static tensors (what the
-    tests exercise).
-
-    Args:
-        model: on the batches' device, in training mode; no hooks that change between steps.
-        optimizer: a ``torch.optim.SGD`` over ``model``'s parameters (one param group, no ``maximize``).
-        x, y: a batch of the shape every replay will have (its values are used for the warm-up).
-        label_smoothing: of the cross-entropy.
-        warmup: eager steps before capture.
-    """
-
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                 label_smoothing: float = 0.0, warmup: int = 3):
-        if not isinstance(optimizer, torch.optim.SGD) or len(optimizer.param_groups) != 1:
-            raise ValueError(f"GraphedStep takes a torch.optim.SGD with one param group, got {optimizer!r}")
-        g = optimizer.param_groups[0]
-        if g.get("maximize") or g.get("differentiable") or g.get("dampening"):
-            # dampening: SGD's first step copies the gradient into a fresh buffer, which a buffer
-            # pre-filled with zeros (what a capture needs) only matches when dampening is 0
-            raise ValueError("GraphedStep supports neither maximize, differentiable nor dampened SGD")
-        self.model, self.optimizer, self.label_smoothing = model, optimizer, label_smoothing
-        self.hyper = {k: g[k] for k in ("momentum", "dampening", "nesterov", "weight_decay")}
-        self.params = [p for p in g["params"] if p.requires_grad]
-        self.bufs = []
-        if self.hyper["momentum"]:
-            for p in self.params:
-                st = optimizer.state[p]
-                if st.get("momentum_buffer") is None:
-                    st["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                self.bufs.append(st["momentum_buffer"])
-        self.x, self.y = x.detach().clone(), y.detach().clone()  # clone keeps the memory format
-        self.lr = torch.zeros((), device=x.device, dtype=torch.float32)
-        self.graph = None
-        self.loss = self.out = None
-        if x.device.type == "cuda":
-            self._capture(warmup)
-
-    def matches(self, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> bool:
-        """Whether a step of ``model`` / ``optimizer`` on ``x`` can replay this graph."""
-        return (model is self.model and optimizer is self.optimizer and x.shape == self.x.shape
-                and x.dtype == self.x.dtype and x.stride() == self.x.stride())
-
-    def _step(self) -> tuple[torch.Tensor, torch.Tensor]:
-        for p in self.params:
-            p.grad = None  # backward writes the gradients (inside the graph: into its own memory)
-        with _autocast(self.x.device, cache=False):  # autocast's weight cache would outlive the capture
-            out = self.model(self.x)
-        loss = F.cross_entropy(out.float(), self.y, label_smoothing=self.label_smoothing)
-        loss.backward()
-        with torch.no_grad():
-            sgd_update_(self.params, [p.grad for p in self.params], self.bufs, self.lr, **self.hyper)
-        return loss.detach(), out.detach()
-
-    def _capture(self, warmup: int) -> None:
-        state = self.params + self.bufs + list(self.model.buffers())
-        saved = [t.detach().clone() for t in state]
-        self.lr.fill_(0.0)
-        side = torch.cuda.Stream(self.x.device)
-        side.wait_stream(torch.cuda.current_stream(self.x.device))
-        with torch.cuda.stream(side):
-            for _ in range(warmup):
-                self._step()
-        torch.cuda.current_stream(self.x.device).wait_stream(side)
-        for p in self.params:
-            p.grad = None
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.loss, self.out = self._step()
-        with torch.no_grad():  # the warm-up steps trained: undo them
-            for t, v in zip(state, saved):
-                t.copy_(v)
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step on ``(x, y)`` at learning rate ``lr``: ``(loss, logits)``, both overwritten by the next call."""
-        self.x.copy_(x)
-        self.y.copy_(y)
-        self.lr.fill_(lr)
-        if self.graph is None:
-            self.loss, self.out = self._step()
-        else:
-            self.graph.replay()
-        return self.loss, self.out
-
-
-class StepGraphs:
-    """The :class:`GraphedStep` of a run, captured at its first full batch and replayed by every pass.
-
-    Hand one to :func:`train_one_epoch` (``graphs=``) for every epoch of a run. A batch of another shape
-    (an epoch's last, smaller one), another model or optimiser (one swapped in by ``on_step``), or a
-    non-CUDA device (unless ``on_cpu``, for tests) takes the eager step.
-    """
-
-    def __init__(self, on_cpu: bool = False):
-        self.on_cpu = on_cpu
-        self.step: GraphedStep | None = None
-
-    def get(self, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-            y: torch.Tensor, label_smoothing: float = 0.0) -> GraphedStep | None:
-        """The graph for this step, capturing it on first use; ``None``: take the eager step."""
-        if x.device.type != "cuda" and not self.on_cpu:
-            return None
-        if self.step is None:
-            self.step = GraphedStep(model, optimizer, x, y, label_smoothing)
-        return self.step if self.step.matches(model, optimizer, x) else None
-
-
 # --------------------------------------------------------------------------------------------------------
 # one pass: the training loop of every stage (training, pre-training and pruning)
 
@@ -315,13 +173,14 @@ def train_one_epoch(
     progress: str | None = None,
     total: int | None = None,
     graphs: StepGraphs | None = None,
+    amp: bool = True,
 ) -> EpochStats:
     """Train ``model`` over one pass of ``batches`` (SGD steps with cross-entropy), in training mode.
 
     Per batch: set every param group's lr to ``lr_schedule(index)``, forward (bf16 autocast on CUDA
-    only), cross-entropy, a NaN/inf check (every step on the CPU, every 50 steps and at the end on
-    other devices, where it costs a synchronisation), backward, optimizer step, then ``on_step(step)``
-    (see :class:`Step`: it may swap in a new model and optimiser, or stop the pass).
+    only, unless ``amp`` is False), cross-entropy, a NaN/inf check (every step on the CPU, every 50 steps and
+    at the end on other devices, where it costs a synchronisation), backward, optimizer step, then
+    ``on_step(step)`` (see :class:`Step`: it may swap in a new model and optimiser, or stop the pass).
 
     Args:
         model: on the batches' device.
@@ -334,6 +193,7 @@ def train_one_epoch(
         label_smoothing: of the cross-entropy.
         progress: a tqdm bar with this description (``None``: no bar); ``total``: its length.
         graphs: replay the step as a CUDA graph where it applies (:class:`StepGraphs`; keep one per run).
+        amp: bf16 autocast on CUDA; ``False``: fp32 (wrap the pass in :func:`full_fp32` for TF32 off too).
 
     Returns:
         The pass's :class:`EpochStats`, with the model and optimiser it ended with.
@@ -354,24 +214,15 @@ def train_one_epoch(
             lr = lr_schedule(i)
             for g in st.optimizer.param_groups:
                 g["lr"] = lr
-            graph = graphs.get(st.model, st.optimizer, x, y, label_smoothing) if graphs is not None else None
-            if graph is not None:  # a graphed step checks its loss after the update (a NaN stops the run anyway)
-                loss, out = graph(x, y, lr)
-                loss = loss.clone()  # the next replay overwrites it
-            else:
-                with _autocast(x.device):
-                    out = st.model(x)
-                loss = F.cross_entropy(out.float(), y, label_smoothing=label_smoothing)
+            graph = None if graphs is None else graphs.get(st.model, st.optimizer, x, y, label_smoothing, amp)
+            loss, out = _forward(st.model, graph, x, y, lr, label_smoothing, amp)
             losses.append(loss.detach())
             # .item() forces a device sync; on CPU it is free, so check every step, elsewhere every 50
             if x.device.type == "cpu" or len(losses) - checked >= 50:
                 _check_finite(losses, checked, start, epoch)
                 checked = len(losses)
             if graph is None:
-                # beside a graph the gradients live in its memory: zero them there rather than drop them
-                st.optimizer.zero_grad(set_to_none=graphs is None or graphs.step is None)
-                loss.backward()
-                st.optimizer.step()
+                _eager_update(st.optimizer, loss, graphs)
             correct = correct + (out.detach().argmax(1) == y).sum()
             sizes.append(y.shape[0])
             bar.update(1)
@@ -388,6 +239,27 @@ def train_one_epoch(
     finally:
         bar.close()
     return _epoch_stats(losses, sizes, correct, st)
+
+
+def _eager_update(optimizer: torch.optim.Optimizer, loss: torch.Tensor, graphs: StepGraphs | None) -> None:
+    """Backward and optimizer step of an eager step."""
+    # beside this optimiser's graph the gradients live in the graph's memory: zero them there, not drop them
+    optimizer.zero_grad(set_to_none=graphs is None or graphs.step is None or graphs.step.optimizer is not optimizer)
+    loss.backward()
+    optimizer.step()
+
+
+def _forward(model: nn.Module, graph: GraphedStep | None, x: torch.Tensor, y: torch.Tensor, lr: float,
+             label_smoothing: float, amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss, logits)`` of one step: a whole graphed step (which checks its loss after the update: a NaN
+    stops the run anyway), or the eager forward and loss, whose backward and update follow the NaN check."""
+    if graph is not None:
+        loss, out = graph(x, y, lr)
+        return loss.clone(), out  # the next replay overwrites the loss
+    with autocast(x.device, enabled=amp):
+        out = model(x)
+    return F.cross_entropy(out.float(), y, label_smoothing=label_smoothing), out
+
 
 
 def _check_finite(losses: list[torch.Tensor], checked: int, start: int, epoch: int) -> None:
@@ -425,7 +297,7 @@ def evaluate(model: nn.Module, batches: DeviceBatches) -> tuple[float, float]:
     model.eval()
     loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
     correct = torch.zeros((), device=dev, dtype=torch.int64)
-    with torch.inference_mode(), _autocast(dev):
+    with torch.inference_mode(), autocast(dev):
         for x, y in batches.iterate():
             out = model(x).float()
             loss_sum += F.cross_entropy(out, y, reduction="sum")

@@ -31,6 +31,7 @@ import numpy as np
 from ..config import Preset
 from ..paths import Paths
 from .grid import SearchJob, Task, TrainJob
+from .specs import settings_for
 
 __all__ = ["SPLITS", "plan", "probe_throughput", "schedule"]
 
@@ -60,7 +61,7 @@ def _step_seconds(arch: str, widths: Sequence[int], dataset: str, convcut: bool,
 
     from ..data import dataset_spec
     from ..models import create_model
-    from .loop import _autocast, channels_last_ok
+    from .loop import autocast, channels_last_ok
 
     spec = dataset_spec(dataset)
     torch.manual_seed(0)
@@ -73,7 +74,7 @@ def _step_seconds(arch: str, widths: Sequence[int], dataset: str, convcut: bool,
     y = torch.randint(0, spec.num_classes, (batch,), device=device)
 
     def step() -> None:
-        with _autocast(device):
+        with autocast(device):
             loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -144,16 +145,19 @@ def probe_throughput(configs: dict[str, list[tuple[float, tuple, str, bool, int]
 def _stand_in_widths(job: TrainJob) -> tuple[list[int], str]:
     """Widths of a search-dependent run whose search is not on disk, and where they come from."""
     from ..scaling.methods import Context, get_method
-    from ..scaling.powerlaw import published_fit
+    from ..scaling.powerlaw import published_fit, published_fits
     from .studies import context
 
     s, p = job.setting, job.preset
     ctx = context(p, s)
     budget = ctx.budget(job.ratio)
-    name = f"{s.arch}-{s.dataset}"
-    if job.method.startswith("neuralscale") and s.arch == "vgg11":
-        pub = name if name in ("vgg11-cifar10", "vgg11-cifar100") else "vgg11-cifar10"
-        law, _, _ = published_fit(pub, 1 if job.method.endswith("it1") else 15)
+    # the authors' fit of this network and dataset, else of this network on another dataset (a fit's shape
+    # is the network's more than the data's); networks they published no fit of get uniform stand-ins
+    runs = published_fits()
+    same = [k for k, v in runs.items() if v["arch"] == s.arch]
+    pub = f"{s.arch}-{s.dataset}" if f"{s.arch}-{s.dataset}" in runs else (same[0] if same else None)
+    if job.method.startswith("neuralscale") and pub is not None:
+        law, _, _ = published_fit(pub, 1 if get_method(job.method).reads_iteration == 1 else len(runs[pub]["fits"]))
         pctx = dataclasses.replace(ctx, laws=(law,))
         return get_method("neuralscale_it1")(pctx, budget), f"the authors' {pub} fit"
     return get_method("uniform")(Context(s.arch, s.dataset, False, ctx.start_ratio, scale=s.scale),
@@ -185,13 +189,13 @@ def _train_item(t: Task, have_data: bool) -> _Item:
     job: TrainJob = t.job
     p, s = job.preset, job.setting
 
-    r = p.recipe_for(s)
+    r = settings_for(p, s).recipe
     n_train, n_test = _split(p, s, job.paths, have_data)
     n_train = min(n_train, r.subset) if r.subset else n_train
     n_test = min(n_test, s.test_subset) if s.test_subset else n_test
     spec, source, measured = None, "exact", None
     try:
-        spec = job.spec() if have_data else None
+        spec = job.spec(load=True) if have_data else None
     except (ValueError, OSError):
         spec = None
     if spec is not None:
@@ -213,7 +217,7 @@ def _train_item(t: Task, have_data: bool) -> _Item:
                convcut, r.epochs, n_train), source, r.batch_size, (m, tuple(widths), s.dataset, convcut, r.batch_size),
                measured=measured)
     if get_method(job.method).trains == "li":  # Li et al.: the start network trained, then fine-tuned pruned
-        start = uniform_widths(s.arch, p.search_for(s).start_ratio)
+        start = uniform_widths(s.arch, settings_for(p, s).search.start_ratio)
         it.extra.append((macs(s.arch, start, s.dataset, convcut), r.epochs * n_train))
         it.extra.append((m, p.baseline.li_finetune_epochs * n_train))
         it.epochs += p.baseline.li_finetune_epochs
@@ -227,7 +231,7 @@ def _search_item(t: Task, have_data: bool) -> _Item:
 
     job: SearchJob = t.job
     p, s = job.preset, job.setting
-    ss = p.search_for(s, job.pretrain_epochs)
+    ss = job.spec.settings
     pr = ss.prune
     n_train, n_test = _split(p, s, job.paths, have_data)
     n = min(n_train, ss.train_subset) if ss.train_subset else n_train
@@ -242,8 +246,8 @@ def _search_item(t: Task, have_data: bool) -> _Item:
                (s.arch, s.dataset, "search", pr.pretrain_epochs, n), "search", pr.batch_size,
                (m0, tuple(start), s.dataset, False, pr.batch_size))
     it.extra.append((mean, steps * pr.batches_per_step * pr.batch_size))
-    summary = iteration_dir(job.run_dir, job.iteration) / "summary.json"
-    if summary.is_file():
+    summary = iteration_dir(job.run_dir, job.iteration) / "summary.json" if job.run_dir else None
+    if summary is not None and summary.is_file():
         it.measured = float(read_json(summary)["seconds"])
     return it
 
@@ -279,6 +283,69 @@ def schedule(durations: dict[str, float], deps: dict[str, Sequence[str]], slots:
     return now
 
 
+def _have_data(tasks: Sequence[Task]) -> str | None:
+    """``None`` when every setting's data loads here, else why not (the grid is then priced on standard splits)."""
+    from .specs import data_of
+
+    try:
+        for source in {data_of(t.job.preset, t.job.setting, t.job.paths) for t in tasks}:
+            source.load()
+    except (ValueError, OSError) as e:  # the data is not on this machine: the grid's shape without its keys
+        return f"data not loaded ({' '.join(str(e).split())[:160]}): image counts of the standard splits, nothing " \
+               "on disk is matched"
+    return None
+
+
+def _probe(p: Preset, items: Sequence[_Item], dev, seconds_per_point: float) -> tuple[dict, float, int]:
+    """The throughput fit of the grid's configurations, the probe's seconds and its torch threads."""
+    from ..device import torch_threads
+
+    configs: dict[str, list] = defaultdict(list)
+    for it in items:  # the searches' items time their start networks (the widest networks of a grid)
+        configs[it.arch].append(it.probe)
+    tp = time.perf_counter()
+    # the executors give each task resources.cpus torch threads: time the device the same way (on a
+    # loaded CPU, more threads than free cores spin and run several times slower)
+    threads = max(1, int(p.resources.cpus))
+    with torch_threads(threads):
+        fit = probe_throughput(dict(configs), dev, seconds_per_point)
+    return fit, time.perf_counter() - tp, threads
+
+
+def _configurations(items: Sequence[_Item], secs: dict[str, float | None]) -> list[dict]:
+    """The items by configuration (network, data, epochs), most hours first."""
+    by_config: dict[tuple, dict] = {}
+    for it in items:
+        c = by_config.setdefault(it.config, {
+            "arch": it.arch, "dataset": it.config[1], "kind": it.task.kind,
+            "widths": list(it.config[2]) if it.task.kind == "train" else None, "macs_m": round(it.macs / 1e6, 3),
+            "widths_from": it.source, "tasks": 0, "epochs": 0.0, "images": 0, "hours": 0.0})
+        c["tasks"] += 1
+        c["epochs"] += it.epochs
+        c["images"] += int(it.images + sum(k for _, k in it.extra))
+        c["hours"] += (secs[it.task.key] or 0.0) / 3600
+    out = sorted(by_config.values(), key=lambda c: -c["hours"])
+    for c in out:
+        c["hours"] = round(c["hours"], 4)
+    return out
+
+
+def _check(items: Sequence[_Item], secs: dict[str, float]) -> dict | None:
+    """Measured against estimated minutes of the finished tasks (all, and by kind); ``None``: none finished."""
+    done = [it for it in items if it.measured is not None]
+    if not done:
+        return None
+    out: dict[str, Any] = {"finished_tasks": len(done)}
+    for kind in (None, "search", "train"):
+        sub = [it for it in done if kind is None or it.task.kind == kind]
+        if sub:
+            m_, e_ = sum(it.measured for it in sub), sum(secs[it.task.key] for it in sub)
+            row = {"measured_min": round(m_ / 60, 1), "estimated_min": round(e_ / 60, 1),
+                   "error_pct": round(100 * (e_ - m_) / m_, 1)}
+            out.update(row if kind is None else {kind: {"tasks": len(sub), **row}})
+    return out
+
+
 def plan(p: Preset, paths: Paths, gpus: int = 1, device: str | None = None, probe: bool = True,
          seconds_per_point: float = 1.0) -> dict[str, Any]:
     """The grid of ``p``, its cost per configuration on this device, device-hours and wall-hours on ``gpus``.
@@ -300,91 +367,43 @@ def plan(p: Preset, paths: Paths, gpus: int = 1, device: str | None = None, prob
     if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 1:
         raise ValueError(f"gpus must be an integer >= 1, got {gpus!r}")
     t0 = time.perf_counter()
-    notes = []
-    try:
-        tasks = grid.tasks(p, paths)
-        have_data = True
-    except (ValueError, OSError) as e:  # the data is not on this machine: the grid's shape without its keys
-        notes.append(f"data not loaded ({' '.join(str(e).split())[:160]}): image counts of the standard "
-                     "splits, nothing on disk is matched")
-        tasks = grid.tasks(dataclasses.replace(p, search=dataclasses.replace(p.search, synthetic=True)), paths)
-        have_data = False
-    items = [_search_item(t, have_data) if t.kind == "search" else _train_item(t, have_data) for t in tasks]
-    fit = None
+    tasks = [t for t in grid.tasks(p, paths) if t.kind in ("search", "train")]  # latency passes: seconds
+    missing = _have_data(tasks)
+    notes = [missing] if missing else []
+    items = [_search_item(t, not missing) if t.kind == "search" else _train_item(t, not missing) for t in tasks]
     dev = resolve_device(device)
-    if probe:
-        configs: dict[str, list] = defaultdict(list)
-        for it in items:  # the searches' items time their start networks (the widest networks of a grid)
-            configs[it.arch].append(it.probe)
-        tp = time.perf_counter()
-        # the executors give each task resources.cpus torch threads: time the device the same way (on a
-        # loaded CPU, more threads than free cores spin and run several times slower)
-        threads = max(1, int(p.resources.cpus))
-        from ..device import torch_threads
-
-        with torch_threads(threads):
-            fit = probe_throughput(dict(configs), dev, seconds_per_point)
-        probe_s = time.perf_counter() - tp
+    fit, probe_s, threads = _probe(p, items, dev, seconds_per_point) if probe else (None, 0.0, 0)
     secs = {it.task.key: _seconds(it, fit) if fit else None for it in items}
-
-    by_config: dict[tuple, dict] = {}
-    for it in items:
-        c = by_config.setdefault(it.config, {
-            "arch": it.arch, "dataset": it.config[1], "kind": it.task.kind,
-            "widths": list(it.config[2]) if it.task.kind == "train" else None, "macs_m": round(it.macs / 1e6, 3),
-            "widths_from": it.source, "tasks": 0, "epochs": 0.0, "images": 0, "hours": 0.0})
-        c["tasks"] += 1
-        c["epochs"] += it.epochs
-        c["images"] += int(it.images + sum(k for _, k in it.extra))
-        if fit:
-            c["hours"] += secs[it.task.key] / 3600
-    configs_out = sorted(by_config.values(), key=lambda c: -c["hours"])
-    for c in configs_out:
-        c["hours"] = round(c["hours"], 4)
-
+    configs_out = _configurations(items, secs)
     train = [it for it in items if it.task.kind == "train"]
     search = [it for it in items if it.task.kind == "search"]
     out: dict[str, Any] = {
         "profile": p.name, "device": str(dev),
-        "grid": {"searches": len({it.task.job.run_dir for it in search}), "search_iterations": len(search),
+        "grid": {"searches": len({it.task.job.spec.ident for it in search}), "search_iterations": len(search),
                  "training_runs": len(train), "epochs": round(sum(it.epochs for it in items), 1),
                  "images": int(sum(it.images + sum(k for _, k in it.extra) for it in items)),
-                 "configurations": len(by_config),
+                 "configurations": len(configs_out),
                  "stand_in_widths": sum(1 for it in train if it.source not in ("exact",))},
         "resources": dataclasses.asdict(p.resources),
     }
     if fit:
-        total = sum(secs.values())
         pack = max(1, math.floor(1 / p.resources.gpus)) if p.resources.gpus > 0 else 1
         deps = {t.key: t.deps for t in tasks}
         out.update({
             "probe": {"seconds": round(probe_s, 1), "threads": threads,
                       "model": "seconds per training image = a + b * MACs", "fits": fit},
-            "device_hours": round(total / 3600, 3),
+            "device_hours": round(sum(secs.values()) / 3600, 3),
             "gpus": gpus, "packing": pack,
             "wall_hours": round(schedule(secs, deps, gpus * pack) / 3600, 3),
             "wall_hours_one_task_per_device": round(schedule(secs, deps, gpus) / 3600, 3),
         })
-        done = [it for it in items if it.measured is not None]
-        if done:
-            meas = sum(it.measured for it in done)
-            est = sum(secs[it.task.key] for it in done)
-            kinds = {}
-            for kind in ("search", "train"):
-                sub = [it for it in done if it.task.kind == kind]
-                if sub:
-                    m_, e_ = sum(it.measured for it in sub), sum(secs[it.task.key] for it in sub)
-                    kinds[kind] = {"tasks": len(sub), "measured_min": round(m_ / 60, 1),
-                                   "estimated_min": round(e_ / 60, 1), "error_pct": round(100 * (e_ - m_) / m_, 1)}
-            out["check"] = {"finished_tasks": len(done), "measured_min": round(meas / 60, 1),
-                            "estimated_min": round(est / 60, 1), "error_pct": round(100 * (est - meas) / meas, 1),
-                            **kinds}
+        check = _check(items, secs)
+        if check:
+            out["check"] = check
         notes.append("wall_hours assumes packed tasks keep their solo speed (small runs that leave a GPU idle); "
                      "wall_hours_one_task_per_device is the bound when one run saturates a device")
     if out["grid"]["stand_in_widths"]:
         notes.append(f"{out['grid']['stand_in_widths']} search-dependent run(s) priced with stand-in widths (their "
                      "search is not on disk); uniform stand-ins underestimate NeuralScale's MACs ~2.5x")
-    out["configurations"] = configs_out
-    out["notes"] = notes
-    out["seconds"] = round(time.perf_counter() - t0, 1)
+    out.update({"configurations": configs_out, "notes": notes, "seconds": round(time.perf_counter() - t0, 1)})
     return out

@@ -1,54 +1,153 @@
-"""The grid of a preset: its searches and training runs, each cached under a key of its resolved settings.
+"""The studies: each notebook's work declared once (:func:`requests`), and the functions notebooks call.
 
-Notebooks call these; every function reads finished artifacts from the results directory and computes
-(with progress bars on stderr) only what is missing:
+Every request (a :class:`SearchRequest` or a :class:`BenchRequest`) is read by both the notebooks' functions
+here and the grid (:func:`nslab.runs.grid.tasks`), so the two compute the same work under the same keys. Every
+function reads finished artifacts from the results directory and computes (with progress bars on stderr) only
+what is missing:
 
 - :func:`search`: architecture descent of a setting, one run directory per resolved search
-  (``<results>/descent/<arch>_<dataset>_pe<P_e>_<key>``): notebook 01 runs iteration 1, 04 extends it,
-  05-07 read its fits.
-- :func:`run_specs` / :func:`train_runs` / :func:`benchmark`: the training runs (method x ratio x seed)
-  of a setting, one record per run in :class:`~nslab.runs.store.ResultsStore`.
-- :func:`benchmark_all`, :func:`pretraining_study`, :func:`convcut_study`: the grids of Figures 4-11.
+  (``<results>/descent/<arch>_<dataset>_pe<P_e>_<key>``, :func:`nslab.runs.specs.search_spec`): notebook 01
+  runs iteration 1, 04 extends it, 05-07 read its fits.
+- :func:`run_specs` / :func:`train_runs` / :func:`benchmark` / :func:`fulfil`: the training runs (method x
+  ratio x seed) of a setting, one record per run in :class:`~nslab.runs.store.ResultsStore`.
+- :func:`benchmark_all`, :func:`pretraining_study`, :func:`convcut_study`, :func:`macs_study`: the studies of
+  notebooks 05-08 (Figures 4-11), each the requests :func:`requests` declares for its notebook.
 """
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Sequence
-from functools import lru_cache
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..config import Preset, Setting, digest, resolve
+from ..config import Preset, Setting, resolve
 from ..data import ImageData
 from ..device import torch_threads
 from ..models import macs, param_count
 from ..paths import Paths
 from ..scaling.methods import Context, get_method
-from ..search.descent import SearchRun, architecture_descent, resolved_settings
+from ..search.descent import SearchRun, architecture_descent
+from .specs import (
+    SearchSpec,
+    alone_latencies,
+    data_of,
+    device_kind,
+    latency,
+    search_spec,
+    settings_for,
+    shares_device,
+)
 from .store import ResultsStore, RunSpec
 
-__all__ = ["benchmark", "benchmark_all", "context", "convcut_study", "load_data", "pretraining_study",
-           "run_slots", "run_specs", "search", "search_dir", "train_runs"]
+__all__ = ["CONVCUT_METHODS", "MACS_METHODS", "BenchRequest", "SearchRequest", "bench_methods", "benchmark",
+           "benchmark_all", "context", "convcut_requests", "convcut_study", "fulfil", "load_data",
+           "macs_requests", "macs_study", "pretraining_requests", "pretraining_study", "requests",
+           "run_search", "run_slots", "run_specs", "search", "search_dir", "train_runs"]
+
+CONVCUT_METHODS = ("uniform", "morphnet", "uniform_convcut", "neuralscale_it1", "neuralscale_last")
+MACS_METHODS = ("uniform", "morphnet", "neuralscale_last")
 
 
-@lru_cache(maxsize=4)
-def _load(name: str, root: str | None, synthetic: bool) -> ImageData:
-    from ..data import load_dataset, smoke_data
+# --------------------------------------------------------------------------------------------------------
+# what each notebook asks for, declared once
 
-    return smoke_data(name) if synthetic else load_dataset(name, root, progress=False)
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """:func:`search` of ``setting`` with ``iterations`` and P_e ``pretrain_epochs`` (``None``: the search's)."""
+
+    setting: Setting
+    iterations: int | None = None
+    pretrain_epochs: int | None = None
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """Training runs of ``setting`` (:func:`fulfil`), after the search they need.
+
+    Attributes:
+        setting: the network-dataset pair.
+        methods: ``None``: the setting's or the preset's.
+        iterations, pretrain_epochs: of the search the widths come from (``None``: the search's).
+        tags: extra ``(name, value)`` pairs stored with every run (e.g. pre-training epochs).
+        metric: what the budget holds equal (``"params"``; notebook 08 ``"macs"`` too).
+        merge_last: leave ``neuralscale_last`` out beside ``neuralscale_it1`` after a one-iteration search
+            (:func:`bench_methods`).
+    """
+
+    setting: Setting
+    methods: tuple[str, ...] | None = None
+    iterations: int | None = None
+    pretrain_epochs: int | None = None
+    tags: tuple = ()
+    metric: str = "params"
+    merge_last: bool = True
+
+    def methods_of(self, p: Preset) -> tuple[str, ...]:
+        """The methods asked for (before :func:`bench_methods` merges the last iteration)."""
+        return tuple(self.methods or self.setting.methods or p.methods)
+
+    def needs_search(self, p: Preset) -> bool:
+        """Whether some method reads the search."""
+        return any(get_method(m).needs_search for m in self.methods_of(p))
+
+
+Request = SearchRequest | BenchRequest
+
+
+def pretraining_requests(p: Preset, setting: Setting) -> list[BenchRequest]:
+    """Notebook 06 on ``setting``: uniform, then NeuralScale (last) after a search with each P_e."""
+    out = [BenchRequest(setting, ("uniform",))]
+    for pe in setting.pretrain_epochs or p.pretrain_epochs:
+        out.append(BenchRequest(setting, ("neuralscale_last",), p.study_iterations, pe, (("pretrain_epochs", pe),)))
+    return out
+
+
+def convcut_requests(p: Preset, setting: Setting) -> list[BenchRequest]:
+    """Notebook 07 on ``setting``: :data:`CONVCUT_METHODS` after a search of the study's iterations."""
+    return [BenchRequest(setting, CONVCUT_METHODS, p.study_iterations)]
+
+
+def macs_requests(p: Preset) -> list[BenchRequest]:
+    """Notebook 08: the methods at equal MACs, NeuralScale (last) at equal parameters too (none without a
+    ``macs_study`` setting)."""
+    s = p.macs_study
+    if s is None:
+        return []
+    return [BenchRequest(s, tuple(s.methods or MACS_METHODS), metric="macs", merge_last=False),
+            BenchRequest(s, ("neuralscale_last",), merge_last=False)]
+
+
+def requests(p: Preset) -> dict[str, list[Request]]:
+    """The searches and training runs each notebook asks for under ``p``, by notebook (``"01"``, ...).
+
+    01/02: iteration 1 of the descent setting; 04: its full search; 05: :func:`benchmark_all`; 06:
+    :func:`pretraining_study` of each pre-training setting; 07: :func:`convcut_study` of each ConvCut setting;
+    08 (when the preset has one): :func:`macs_study`. Notebook 03 reads fits only.
+    """
+    out: dict[str, list[Request]] = {
+        "01": [SearchRequest(p.descent, 1)],
+        "02": [SearchRequest(p.descent, 1)],
+        "04": [SearchRequest(p.descent)],
+        "05": [BenchRequest(s) for s in p.benchmark],
+        "06": [r for s in p.pretrain for r in pretraining_requests(p, s)],
+        "07": [r for s in p.convcut for r in convcut_requests(p, s)],
+    }
+    if p.macs_study is not None:
+        out["08"] = macs_requests(p)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------
+# searches
 
 
 def load_data(p: Preset, setting: Setting, paths: Paths) -> ImageData:
     """The dataset of ``setting`` (synthetic data of its shape under a synthetic search), loaded once."""
-    return _load(setting.dataset, str(paths.data_root) if paths.data_root else None, p.search.synthetic)
-
-
-def _device() -> str:
-    from .train import resolve_device
-
-    return str(resolve_device(None))
+    return data_of(p, setting, paths).load()
 
 
 def search(p: Preset, setting: Setting, paths: Paths, iterations: int | None = None,
@@ -69,11 +168,16 @@ def search(p: Preset, setting: Setting, paths: Paths, iterations: int | None = N
     Returns:
         The :class:`~nslab.search.descent.SearchRun` of iterations 1..N.
     """
-    ss = p.search_for(setting, pretrain_epochs, iterations)
-    run_dir = search_dir(p, setting, paths, pretrain_epochs)
-    with torch_threads(ss.threads):
-        return architecture_descent(setting.arch, setting.dataset, load_data(p, setting, paths), ss, run_dir,
-                                    device=_device(), progress=progress, on_row=on_row)
+    return run_search(search_spec(p, setting, paths, pretrain_epochs, iterations), progress, on_row)
+
+
+def run_search(spec: SearchSpec, progress: bool = True,
+               on_row: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> SearchRun:
+    """Run or resume the search ``spec`` resolves to (up to ``spec.settings.iterations``); see :func:`search`."""
+    data = spec.data.load()  # first: loading refreshes the fingerprint the run directory's key holds
+    with torch_threads(spec.settings.threads):
+        return architecture_descent(spec.arch, spec.dataset, data, spec.settings, spec.run_dir(),
+                                    device=str(spec.device), progress=progress, on_row=on_row)
 
 
 def search_dir(p: Preset, setting: Setting, paths: Paths, pretrain_epochs: int | None = None) -> Path:
@@ -82,21 +186,22 @@ def search_dir(p: Preset, setting: Setting, paths: Paths, pretrain_epochs: int |
     The key hashes the resolved search (its iteration count aside: more iterations extend the same run),
     the data's fingerprint and the device kind.
     """
-    ss = p.search_for(setting, pretrain_epochs)
-    data = load_data(p, setting, paths)
-    key = digest(resolved_settings(setting.arch, setting.dataset, False, ss, 0, data, _device()), n=10)
-    return paths.results / "descent" / f"{setting.slug}_pe{ss.prune.pretrain_epochs}_{key}"
+    return search_spec(p, setting, paths, pretrain_epochs).run_dir()
+
+
+# --------------------------------------------------------------------------------------------------------
+# training runs
 
 
 def context(p: Preset, setting: Setting, run: SearchRun | None = None) -> Context:
     """The methods' :class:`~nslab.scaling.methods.Context` of ``setting`` (with ``run``'s fits when given)."""
     if run is not None:
         return Context.from_run(run, p.baseline.morphnet_keep, setting.scale)
-    return Context(setting.arch, setting.dataset, False, p.search_for(setting).start_ratio,
+    return Context(setting.arch, setting.dataset, False, settings_for(p, setting).search.start_ratio,
                    morphnet_keep=p.baseline.morphnet_keep, scale=setting.scale)
 
 
-def run_specs(p: Preset, setting: Setting, run: SearchRun | None, methods: Sequence[str], data: ImageData,
+def run_specs(p: Preset, setting: Setting, run: SearchRun | None, methods: Sequence[str], data,
               ratios: Sequence[float] | None = None, tags: tuple = (), metric: str = "params") -> list[RunSpec]:
     """The training runs of ``methods`` x ratios x seeds of ``setting`` (Li et al.: its own ratio only).
 
@@ -104,7 +209,7 @@ def run_specs(p: Preset, setting: Setting, run: SearchRun | None, methods: Seque
         p, setting: preset and setting.
         run: the descent run the NeuralScale and MorphNet widths come from.
         methods: method names (:data:`nslab.scaling.methods.METHODS`).
-        data: the dataset the runs train on (its fingerprint is part of every key).
+        data: the dataset the runs train on, or anything with its ``fingerprint()`` (part of every key).
         ratios: default ``setting.ratios``; Li et al. runs at ``p.baseline.li_ratio`` (0.75) only.
         tags: extra ``(name, value)`` pairs stored with every run (e.g. pre-training epochs).
         metric: what the budget of ratio r holds equal: the uniform network's ``"params"`` (the paper) or
@@ -112,8 +217,8 @@ def run_specs(p: Preset, setting: Setting, run: SearchRun | None, methods: Seque
             uniform's runs are the same runs under either metric.
     """
     ctx = context(p, setting, run)
-    recipe = resolve(p.recipe_for(setting))
-    protocol = {"test_subset": setting.test_subset, "latency": resolve(p.latency), "device": _device().split(":")[0],
+    recipe = resolve(settings_for(p, setting).recipe)
+    protocol = {"test_subset": setting.test_subset, "latency": resolve(p.latency), "device": device_kind(),
                 "data": data.fingerprint()}
     out, widths = [], {}
     for name, r, seed in run_slots(p, setting, methods, ratios):
@@ -143,32 +248,41 @@ def run_slots(p: Preset, setting: Setting, methods: Sequence[str], ratios: Seque
     return out
 
 
-def train_runs(p: Preset, setting: Setting, specs: Sequence[RunSpec], paths: Paths, progress: bool = True
-               ) -> list[dict]:
+def train_runs(p: Preset, setting: Setting, specs: Sequence[RunSpec], paths: Paths, progress: bool = True,
+               alone_latency: bool = True) -> list[dict]:
     """Records of ``specs`` from the results store, training the missing ones (tqdm over runs).
 
     A run trains from scratch with the preset's recipe (Li et al.: :func:`nslab.scaling.baselines.li_baseline`,
-    train-prune-fine-tune), then measures latency with the preset's protocol. The record holds ``acc``
-    (best test accuracy over epochs, %), ``params``, ``macs`` (per image), ``latency_ms``, ``train_seconds``
-    (Li et al.: training plus fine-tuning) and more.
+    train-prune-fine-tune), then measures latency with the preset's protocol: at the end of the run, or, where
+    the preset packs several tasks on one device (:func:`~nslab.runs.specs.shares_device`), in a pass alone
+    on the device (:func:`~nslab.runs.specs.measure_alone`; the grid runs it as a task of its own). The record
+    holds ``acc`` (best test accuracy over epochs, %), ``params``, ``macs`` (per image), ``latency_ms``,
+    ``train_seconds`` (Li et al.: training plus fine-tuning) and more. ``alone_latency=False``: the records
+    as stored, without the latency measured alone (the grid's training tasks: their latency is a task of
+    its own).
 
     Raises:
         ValueError: a run, trained now or cached, lies within the preset's ``chance_margin`` of chance
-            (:func:`nslab.views.tables.check_chance`).
+            (:func:`nslab.views.tables.check_chance`); the data differs from the one a spec was keyed with.
     """
     import torch
 
     from ..models import create_model
-    from ..scaling.latency import measure_latency
     from ..views.tables import check_chance
     from .train import seed_everything, train
 
     data = load_data(p, setting, paths)
+    if data is not None and hasattr(data, "fingerprint"):
+        fp = data.fingerprint()
+        if any(s.protocol.get("data", fp) != fp for s in specs):
+            raise ValueError(f"{setting.slug}: the data changed since these runs were keyed (now {fp}); list them "
+                             "again")
     if setting.test_subset:
         data = data.test_subset(setting.test_subset)
-    recipe = p.recipe_for(setting)
+    recipe = settings_for(p, setting).recipe
     store = ResultsStore(paths.results)
-    device = _device()
+    device = str(device_kind())
+    alone = shares_device(p)
 
     def compute(s: RunSpec) -> dict:
         work = store.work_dir(s)
@@ -176,7 +290,7 @@ def train_runs(p: Preset, setting: Setting, specs: Sequence[RunSpec], paths: Pat
             from ..scaling.baselines import li_baseline
 
             ctx = context(p, setting)
-            res = li_baseline(s.arch, s.dataset, data, recipe, p.baseline, ctx.budget(s.ratio).params,
+            res = li_baseline(s.arch, s.dataset, data, recipe, p.baseline, ctx.budget(s.ratio).target,
                               ctx.start_ratio, work, s.seed, device, progress=False)
             model, hist = res.model, res.finetune_history
             seconds = res.train_history.seconds + hist.seconds
@@ -185,13 +299,8 @@ def train_runs(p: Preset, setting: Setting, specs: Sequence[RunSpec], paths: Pat
             model = create_model(s.arch, list(s.widths), s.dataset, s.convcut)
             hist = train(model, data, recipe, device, s.seed, work, progress=False)
             seconds = hist.seconds
-        size = data.spec.image_size
-        # Training leaves the model channels-last; measure the plain layout, as a deployed model would
-        # run (and torch's one-thread CPU kernels corrupt memory on channels-last tiny MobileNetV2s).
-        model = model.to(memory_format=torch.contiguous_format)
-        lat = p.latency
-        lat_ms, lat_sd = measure_latency(model, (3, size, size), device, batch=lat.batch, warmup=lat.warmup,
-                                         repeat=lat.repeat)
+        # on a shared device the others' load would be in the timing: measured alone instead (specs.measure_alone)
+        lat_ms, lat_sd = (None, None) if alone else latency(model, data.spec.image_size, device, p)
         res = {"acc": hist.best_test_acc, "last_acc": hist.last_test_acc, "epochs": len(hist.records),
                "params": param_count(s.arch, list(s.widths), s.dataset, s.convcut),
                "macs": macs(s.arch, list(s.widths), s.dataset, s.convcut), "trained_widths": list(s.widths),
@@ -202,11 +311,7 @@ def train_runs(p: Preset, setting: Setting, specs: Sequence[RunSpec], paths: Pat
 
     records = store.ensure(list(specs), compute, desc=f"{setting.arch}/{setting.dataset} runs", progress=progress)
     check_chance(records, p.chance_margin)  # cached records too: an old run at chance never reaches a table
-    return records
-
-
-CONVCUT_METHODS = ("uniform", "morphnet", "uniform_convcut", "neuralscale_it1", "neuralscale_last")
-MACS_METHODS = ("uniform", "morphnet", "neuralscale_last")
+    return alone_latencies(p, records, specs, paths.results) if alone and alone_latency else records
 
 
 def bench_methods(p: Preset, setting: Setting, methods: Sequence[str] | None, searched: int | None
@@ -235,14 +340,29 @@ def benchmark(p: Preset, setting: Setting, paths: Paths, methods: Sequence[str] 
     return run, train_runs(p, setting, specs, paths, progress)
 
 
+def fulfil(p: Preset, req: BenchRequest, paths: Paths, progress: bool = True) -> tuple[SearchRun | None, list[dict]]:
+    """The search (when a method needs it) and training runs of one request: ``(run, records)``."""
+    s = req.setting
+    run = search(p, s, paths, req.iterations, req.pretrain_epochs, progress) if req.needs_search(p) else None
+    methods = req.methods_of(p)
+    if req.merge_last:
+        methods = bench_methods(p, s, methods, len(run.iterations) if run is not None else None)
+    specs = run_specs(p, s, run, methods, load_data(p, s, paths), None, req.tags, req.metric)
+    return run, train_runs(p, s, specs, paths, progress)
+
+
+# --------------------------------------------------------------------------------------------------------
+# the studies of notebooks 05-08
+
+
 def benchmark_all(p: Preset, paths: Paths, progress: bool = True) -> list[tuple[Setting, list[dict], list[dict]]]:
     """Every benchmark setting of ``p``: ``(setting, records, summary)`` with summary by method and ratio."""
     from ..views.tables import summarize
 
     out = []
-    for s in p.benchmark:
-        _, recs = benchmark(p, s, paths, progress=progress)
-        out.append((s, recs, summarize(recs)))
+    for req in requests(p)["05"]:
+        _, recs = fulfil(p, req, paths, progress)
+        out.append((req.setting, recs, summarize(recs)))
     return out
 
 
@@ -257,18 +377,18 @@ def pretraining_study(p: Preset, setting: Setting, paths: Paths, progress: bool 
     """
     from ..views.tables import summarize
 
-    _, recs = benchmark(p, setting, paths, methods=("uniform",), progress=progress)
     panels: dict = {}
     last = get_method("neuralscale_last")
-    for pe in setting.pretrain_epochs or p.pretrain_epochs:
-        run = search(p, setting, paths, iterations=p.study_iterations, pretrain_epochs=pe, progress=progress)
-        ctx = context(p, setting, run)
-        for r in setting.ratios:
-            b = ctx.budget(r)
-            panels.setdefault(f"r = {r:g} ({b.params / 1e6:.3g}M parameters)", {})[f"P_e = {pe}"] = last(ctx, b)
-        _, more = benchmark(p, setting, paths, methods=("neuralscale_last",), run=run,
-                            tags=(("pretrain_epochs", pe),), progress=progress)
+    recs: list[dict] = []
+    for req in pretraining_requests(p, setting):
+        run, more = fulfil(p, req, paths, progress)
         recs += more
+        if run is not None:
+            ctx = context(p, setting, run)
+            for r in setting.ratios:
+                b = ctx.budget(r)
+                panels.setdefault(f"r = {r:g} ({b.target / 1e6:.3g}M parameters)", {})[
+                    f"P_e = {req.pretrain_epochs}"] = last(ctx, b)
     return panels, recs, summarize(recs, by=("method", "pretrain_epochs", "ratio"))
 
 
@@ -277,15 +397,16 @@ def convcut_study(p: Preset, setting: Setting, paths: Paths, progress: bool = Tr
     """Figures 10-11 / Tables 5-6: uniform, MorphNet, uniform with conv shortcuts, NeuralScale 1 and last.
 
     NeuralScale's last iteration runs only when the study searches more than one iteration (otherwise it
-    is iteration 1's network, and :func:`benchmark` leaves it out).
+    is iteration 1's network, and :func:`bench_methods` leaves it out).
 
     Returns:
         ``(records, summary)`` with the summary by (method, ratio).
     """
     from ..views.tables import summarize
 
-    run = search(p, setting, paths, iterations=p.study_iterations, progress=progress)
-    _, recs = benchmark(p, setting, paths, methods=CONVCUT_METHODS, run=run, progress=progress)
+    recs: list[dict] = []
+    for req in convcut_requests(p, setting):
+        recs += fulfil(p, req, paths, progress)[1]
     return recs, summarize(recs)
 
 
@@ -305,16 +426,12 @@ def macs_study(p: Preset, paths: Paths, progress: bool = True) -> tuple[SearchRu
     Raises:
         ValueError: the preset has no ``macs_study`` setting.
     """
-    setting = p.macs_study
-    if setting is None:
+    if p.macs_study is None:
         raise ValueError(f"preset {p.name!r} has no macs_study setting (notebook 08)")
     from ..views.tables import summarize
 
-    run = search(p, setting, paths, progress=progress)
-    data = load_data(p, setting, paths)
-    methods = tuple(setting.methods or MACS_METHODS)
-    recs = []
-    for metric, names in (("macs", methods), ("params", ("neuralscale_last",))):
-        specs = run_specs(p, setting, run, names, data, metric=metric)
-        recs += [{**r, "budget": metric} for r in train_runs(p, setting, specs, paths, progress)]
+    run, recs = None, []
+    for req in macs_requests(p):
+        run, more = fulfil(p, req, paths, progress)
+        recs += [{**r, "budget": req.metric} for r in more]
     return run, recs, summarize(recs, by=("method", "budget", "ratio"))

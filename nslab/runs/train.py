@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import Recipe, recipe, scale_epochs
+from ..config import Recipe, scale_epochs
 from ..data import DeviceBatches, ImageData
 from ..io import atomic_write_text, write_json
 from . import checkpoint
@@ -40,6 +40,7 @@ from .loop import (
     seed_everything,
     train_one_epoch,
 )
+from .specs import recipe  # re-exported: a preset's recipe for a dataset name
 
 __all__ = [
     "EpochRecord",

@@ -37,7 +37,7 @@ from .. import io
 from ..data import DatasetSpec, dataset_spec
 from ..models import Op, create_model, get_arch, uniform_widths
 from ..paths import default_cache_dir
-from .latency import forward_times
+from .latency import forward_times, timing_protocol
 
 __all__ = ["MAX_WIDTH", "LatencyTable", "Op", "default_table", "grid_weights", "network_ops"]
 
@@ -187,6 +187,9 @@ class LatencyTable:
         if self.device.type == "cuda":
             self.settings["cudnn"] = torch.backends.cudnn.version()
             self.settings["cudnn_benchmark"] = torch.backends.cudnn.benchmark
+            # what a CUDA entry measures (a replayed graph, not launch time): keyed, so a table timed with
+            # another protocol is never read back (the CPU's wall-clock key is unchanged)
+            self.settings["timing"] = timing_protocol(self.device)
         digest = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:12]
         slug = "".join(ch if ch.isalnum() else "-" for ch in self.settings["device"]).strip("-")[:40] or "device"
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "latency"

@@ -1,6 +1,7 @@
 """The scaling methods compared in the paper, one registry: ``name -> fn(context, budget) -> widths``.
 
-Every method turns a :class:`Budget` (parameters by default; MACs or latency with its ``metric``) into a
+Every method turns a :class:`Budget` (parameters by default; MACs, latency or any metric of
+:mod:`nslab.scaling.metrics` with its ``metric``) into a
 width vector for the network of a :class:`Context` (architecture, dataset, the start network of the
 search, and what the search found):
 
@@ -27,8 +28,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..models import param_counter, uniform_widths
+from .metrics import PARAMS, Metric, get_metric
 from .powerlaw import PowerLaw, published_fit
-from .solver import check_metric, counter, scale_widths, widths_for_budget
+from .solver import counter, scale_widths, widths_for_budget
 
 if TYPE_CHECKING:
     from .latency_table import LatencyTable
@@ -41,25 +43,20 @@ class Budget:
     """A budget: a target count in one metric.
 
     Attributes:
-        params: the target, in ``metric``'s unit: parameters (the default), MACs of one image, or
-            milliseconds of one forward pass (the name is kept from when budgets were parameters only;
-            :attr:`target` reads better for other metrics).
+        target: the target, in ``metric``'s unit: parameters (the default), MACs of one image,
+            milliseconds of one forward pass, ...
         ratio: the paper's uniform ratio r that defines it (the count of ``uniform_widths(arch,
             r * scale)``, see :class:`Context`), or ``None`` for a free budget (the explorer's slider).
-        metric: ``"params"``, ``"macs"`` or ``"latency"``.
+        metric: ``"params"``, ``"macs"``, ``"latency"``, another registered metric's name, or a
+            :class:`~nslab.scaling.metrics.Metric` (checked on construction).
     """
 
-    params: float
+    target: float
     ratio: float | None = None
-    metric: str = "params"
+    metric: str | Metric = "params"
 
     def __post_init__(self) -> None:
-        check_metric(self.metric)
-
-    @property
-    def target(self) -> float:
-        """The target count, in :attr:`metric`'s unit (same as :attr:`params`)."""
-        return self.params
+        get_metric(self.metric)  # an unknown name fails here, naming the accepted ones
 
 
 @dataclass(frozen=True)
@@ -100,13 +97,13 @@ class Context:
         """(L,) widths of the start network."""
         return uniform_widths(self.arch, self.start_ratio)
 
-    def count(self, widths: Sequence[int], metric: str = "params") -> float:
-        """``widths``' count in ``metric``: exact parameters or MACs, or :attr:`latency`'s predicted ms."""
+    def count(self, widths: Sequence[int], metric: str | Metric = "params") -> float:
+        """``widths``' count in ``metric``: exact parameters or MACs, :attr:`latency`'s predicted ms, ..."""
         return counter(self.arch, self.dataset, self.convcut, metric, self.latency)([int(w) for w in widths])
 
-    def budget(self, ratio: float, metric: str = "params") -> Budget:
+    def budget(self, ratio: float, metric: str | Metric = "params") -> Budget:
         """The paper's budget of ratio ``ratio`` in ``metric``: the count of ``uniform_widths(arch, ratio *
-        budget_scale)`` (parameters, MACs, or predicted latency in ms)."""
+        budget_scale)`` (parameters, MACs, predicted latency in ms, ...)."""
         return Budget(self.count(uniform_widths(self.arch, ratio * self.budget_scale), metric), ratio, metric)
 
     @classmethod
@@ -136,6 +133,8 @@ class Method:
         needs_search: it reads the descent's fits.
         convcut: its networks have a conv shortcut in every block.
         trains: ``"scratch"`` (from random initialisation) or ``"li"`` (train, prune, fine-tune).
+        reads_iteration: the descent iteration (1-based) whose fit or trajectory gives its widths (-1: the
+            last one searched); a grid runs it as soon as that iteration is on disk.
     """
 
     name: str
@@ -144,6 +143,7 @@ class Method:
     needs_search: bool = False
     convcut: bool = False
     trains: str = "scratch"
+    reads_iteration: int = -1
 
     def __call__(self, ctx: Context, budget: Budget) -> list[int]:
         return [int(w) for w in self.fn(ctx, budget)]
@@ -152,7 +152,7 @@ class Method:
 def _uniform(ctx: Context, b: Budget) -> list[int]:
     if b.ratio is not None:  # the budget is this network's count, whatever the metric
         return uniform_widths(ctx.arch, b.ratio * ctx.budget_scale)
-    return scale_widths(ctx.start, ctx.arch, ctx.dataset, b.params, convcut=ctx.convcut, metric=b.metric,
+    return scale_widths(ctx.start, ctx.arch, ctx.dataset, b.target, convcut=ctx.convcut, metric=b.metric,
                         latency=ctx.latency).widths
 
 
@@ -190,7 +190,7 @@ def _law_at_channels(law: PowerLaw, target: int) -> tuple[int, ...]:
 
 
 def _morphnet(ctx: Context, b: Budget) -> list[int]:
-    return scale_widths(morphnet_base(ctx), ctx.arch, ctx.dataset, b.params, convcut=ctx.convcut, metric=b.metric,
+    return scale_widths(morphnet_base(ctx), ctx.arch, ctx.dataset, b.target, convcut=ctx.convcut, metric=b.metric,
                         latency=ctx.latency).widths
 
 
@@ -230,9 +230,10 @@ def keep_ratio_for_budget(arch: str, budget: float, dataset: str = "cifar10", co
 
 
 def _li(ctx: Context, b: Budget) -> list[int]:
-    if b.metric != "params":
-        raise ValueError(f"Li et al. solve parameter budgets only (metric 'params'), got metric {b.metric!r}")
-    return keep_ratio_for_budget(ctx.arch, b.params, ctx.dataset, ctx.convcut, ctx.start)[1]
+    if get_metric(b.metric) != PARAMS:
+        raise ValueError(f"Li et al. solve parameter budgets only (metric 'params'), got metric "
+                         f"{get_metric(b.metric).name!r}")
+    return keep_ratio_for_budget(ctx.arch, b.target, ctx.dataset, ctx.convcut, ctx.start)[1]
 
 
 def _neuralscale(iteration: int) -> Callable[[Context, Budget], list[int]]:
@@ -240,7 +241,7 @@ def _neuralscale(iteration: int) -> Callable[[Context, Budget], list[int]]:
         if not ctx.laws:
             raise ValueError("NeuralScale needs an architecture-descent run (its fits)")
         law = ctx.laws[iteration - 1 if iteration > 0 else iteration]
-        return widths_for_budget(law, ctx.arch, ctx.dataset, b.params, convcut=ctx.convcut, metric=b.metric,
+        return widths_for_budget(law, ctx.arch, ctx.dataset, b.target, convcut=ctx.convcut, metric=b.metric,
                                  latency=ctx.latency).widths
 
     return fn
@@ -249,9 +250,9 @@ def _neuralscale(iteration: int) -> Callable[[Context, Budget], list[int]]:
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("uniform", "Uniform Scale (Baseline)", _uniform),
     Method("li", "Li et al. (L1 pruning, fine-tuned)", _li, trains="li"),
-    Method("morphnet", "MorphNet (Taylor-FO)", _morphnet, needs_search=True),
+    Method("morphnet", "MorphNet (Taylor-FO)", _morphnet, needs_search=True, reads_iteration=1),
     Method("uniform_convcut", "Uniform Scale (ConvCut)", _uniform, convcut=True),
-    Method("neuralscale_it1", "NeuralScale (Iteration = 1)", _neuralscale(1), needs_search=True),
+    Method("neuralscale_it1", "NeuralScale (Iteration = 1)", _neuralscale(1), needs_search=True, reads_iteration=1),
     Method("neuralscale_last", "NeuralScale (last iteration)", _neuralscale(-1), needs_search=True),
 )}
 

@@ -1,11 +1,11 @@
 """The integer width vectors on a rounded power law's path, and where a projection shortcut switches the count.
 
 The budget solver (:mod:`nslab.scaling.solver`) searches the path ``max(floor, round(alpha * x^beta))`` over
-x > 0. Where a network's count (parameters or MACs: everything here works on any count that grows
-with every width except where a switchable projection vanishes) is not monotone in its widths
-(ResNet18's and MobileNetV2's stride-1 blocks have a projection shortcut only while their input and
-output widths differ) the count drops wherever two linked widths meet, so bisection may miss the
-closest point. Here:
+x > 0. Where a network's count (parameters, MACs or any exact :class:`~nslab.scaling.metrics.Metric`:
+everything here works on any count that grows with every width except where a switchable projection
+vanishes) is not monotone in its widths (ResNet18's and MobileNetV2's stride-1 blocks have a projection
+shortcut only while their input and output widths differ) the count drops wherever two linked widths
+meet, so bisection may miss the closest point. Here:
 :func:`shortcuts` finds the switchable pairs of an architecture (and bounds on the count that are
 monotone in the widths); :func:`last_meeting` bounds where linked rounded widths can still become equal;
 :func:`window` bounds the stretch of the path, in ln x, that can hold a point closer to the budget; and
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data import DatasetSpec
-from ..models import get_arch, macs_counter, param_counter
+from ..models import get_arch
+from .metrics import Metric, get_metric
 
-_COUNTERS = {"params": param_counter, "macs": macs_counter}  # the exact counts the scan applies to
 _MAX_SCAN = 1 << 16  # most width vectors the budget solver lays out in one window (memory guard)
 
 
@@ -66,7 +66,8 @@ class Shortcuts:
 
 
 @functools.lru_cache(maxsize=64)
-def shortcuts(arch: str, dataset: str | DatasetSpec, convcut: bool, metric: str = "params") -> Shortcuts | None:
+def shortcuts(arch: str, dataset: str | DatasetSpec, convcut: bool, metric: str | Metric = "params"
+              ) -> Shortcuts | None:
     """The switchable shortcuts of ``arch`` (``None`` where the count is monotone in the widths).
 
     Found from the counts alone: with all widths distinct, making ``w_i == w_j`` removes a
@@ -74,15 +75,19 @@ def shortcuts(arch: str, dataset: str | DatasetSpec, convcut: bool, metric: str 
 
     Args:
         arch, dataset, convcut: the network.
-        metric: which exact count: ``"params"`` or ``"macs"`` (a projection adds both).
+        metric: an exact metric (:class:`~nslab.scaling.metrics.Metric`, or its name): ``"params"``,
+            ``"macs"`` (a projection adds both) or another whose count with ``convcut`` bounds it from above.
+
+    Raises:
+        ValueError: a measured metric (latency), or an unknown one.
     """
-    if metric not in _COUNTERS:
-        raise ValueError(f"the path scan needs an exact count; metric {metric!r} is not one of "
-                         f"{', '.join(map(repr, _COUNTERS))}")
+    m = get_metric(metric)
+    if not m.exact:
+        raise ValueError(f"the path scan needs an exact count; metric {m.name!r} is measured (a prediction), "
+                         f"not counted")
     if convcut or not get_arch(arch).has_shortcuts:
         return None
-    make = _COUNTERS[metric]
-    count, upper = make(arch, dataset), make(arch, dataset, True)
+    count, upper = m.counter(arch, dataset), m.counter(arch, dataset, True)
     n = len(get_arch(arch).default_widths)
     pairs = []
     for i in range(n):

@@ -1,9 +1,8 @@
 """Algorithm 2: the per-layer power law ``w_l = alpha_l * tau^beta_l``, fitted to a pruning trajectory.
 
 ``tau`` is a parameter count: each trajectory row's exact :func:`~nslab.models.param_count`. Also here:
-reading and writing fits, and the authors' published fits. The budget solver (Algorithm 3) lives in
-:mod:`nslab.scaling.solver`; its public names (``widths_for_budget``, ``scale_widths``, ``Scaled``) are
-re-exported here.
+reading and writing fits, and the authors' published fits. The budget solver (Algorithm 3), which
+uses these laws, is :mod:`nslab.scaling.solver` (``widths_for_budget``, ``scale_widths``, ``Scaled``).
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import numpy as np
 from .. import io
 from ..data import DatasetSpec
 from ..models import get_arch, param_count
-from .solver import Scaled, scale_widths, widths_for_budget  # noqa: F401  (re-exported: Algorithm 3)
 
 MIN_ROWS = 6  # the released code's threshold below which it silently fell back to uniform scaling
 

@@ -1,21 +1,43 @@
 """Algorithm 3: the widths a per-layer power law, or one global factor, gives for a budget.
 
-A budget is counted in one of three metrics: ``"params"`` (parameters, the paper's), ``"macs"``
-(multiply-accumulates of one image, :func:`nslab.models.macs`) or ``"latency"`` (milliseconds per
-forward pass predicted by a per-layer lookup table measured on this device, :mod:`nslab.scaling.latency_table`).
-:func:`widths_for_budget` searches the law's rounded path (``max(floor, round(alpha * tau^beta))``) for
-the exact count closest to the budget; :func:`scale_widths` does the same for one global factor on
-fixed widths (the MorphNet-style baseline). Where a network's count is not monotone in its widths
-(ResNet18's and MobileNetV2's switchable projection shortcuts, in parameters and in MACs alike) a
-window of the path is also scanned (:mod:`nslab.scaling.pathscan`); :func:`widths_for_budget` states the
-guarantee. The paper's gradient descent is kept as ``method="sgd"`` for comparison. The laws themselves
-(Algorithm 2) are in :mod:`nslab.scaling.powerlaw`.
+A budget is counted in a metric of :mod:`nslab.scaling.metrics` (``"params"``, the paper's; ``"macs"``
+per image; ``"latency"``, ms predicted by this device's per-layer table; or any registered one).
+:func:`widths_for_budget` searches the law's rounded path for the count closest to the budget;
+:func:`scale_widths` does the same for one global factor on fixed widths (the MorphNet-style baseline).
+The paper's gradient descent is kept as ``method="sgd"``. The laws (Algorithm 2): :mod:`nslab.scaling.powerlaw`.
+
+The search. ``method="bracket"`` searches the law's *path*, the vectors ``max(floor, round_to *
+rint(alpha * tau^beta / round_to))`` for tau > 0 (``floor``: ``min_width`` rounded up to ``round_to``).
+VGG11's count is non-decreasing in tau (so is any count with ``convcut``), so bisection in ln tau ends
+at the two path points around the budget, the closer being the closest on the path. ResNet18's and
+MobileNetV2's drop wherever the input and output widths of a stride-1 block meet (its projection
+shortcut exists only while they differ), so there the path is also scanned over a window around the
+bisection's point (:mod:`nslab.scaling.pathscan`, which states why no point outside it comes closer).
+MACs behave the same way (every term grows with the widths except the switchable projections), and so
+must any exact metric, so the same search and guarantee hold.
+
+Guarantee (exact metrics: parameters, MACs): the path point kept is the closest to the budget of all
+(up to float resolution: layers whose widths change within 1e-13 in ln tau change together; widths up
+to 2^24 channels; a window of more than 65,536 vectors, far beyond the paper's networks, is not
+scanned). Single layers are then nudged by one rounding step, greedily, while the count gets strictly
+closer, within two rounding steps of the law's real-valued width (at the kept point; at the
+bisection's lower end for its points), also from the bisection's point when the scan kept another.
+The result is never farther from the budget than the closest path point, its best single nudge within
+those limits (and ``floor``), or nudging from the bisection's point alone.
+
+Guarantee (measured metrics: latency): weaker, because the count is the lookup table's prediction (a
+sum of measured, interpolated per-layer latencies, :class:`nslab.scaling.latency_table.LatencyTable`),
+which is neither monotone in the widths nor free of noise. Bisection in ln tau on that prediction ends
+at two adjacent path points whose predictions lie on either side of the budget, and the closer is
+returned: a crossing of the budget by the predicted latency, not necessarily the closest point of the
+path, and no nudging (a one-channel change moves latency by less than its noise). Widths stop at the
+metric's ``max_width`` (the table's). How close the *measured* latency comes is the table's accuracy,
+reported by ``bench/latency_table.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,17 +46,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..data import DatasetSpec
-from ..models import default_widths, get_arch, macs_counter, param_counter, uniform_widths
+from ..models import get_arch, macs_counter, param_counter
 from . import pathscan
+from .metrics import METRICS, PARAMS, Metric, get_metric
+from .powerlaw import PowerLaw
 
-if TYPE_CHECKING:  # annotations only: powerlaw re-exports this module's public names, so no runtime import
+if TYPE_CHECKING:
     from .latency_table import LatencyTable
-    from .powerlaw import PowerLaw
 
+__all__ = ["METRICS", "Scaled", "counter", "scale_widths", "widths_for_budget"]
 
 _MAX_WIDTH = 1 << 24  # no layer wider than this is "reachable": guards the upward bracket search
-METRICS = ("params", "macs", "latency")  # what a budget can be counted in
-_UNITS = {"params": "parameters", "macs": "MACs", "latency": "ms"}
 
 
 @dataclass(frozen=True)
@@ -44,12 +66,15 @@ class Scaled:
     Attributes:
         widths: (L,) integer widths, forward order.
         params: exact parameter count of the network with ``widths`` (whatever the metric).
-        target: the budget asked for, in ``metric``'s unit (parameters, MACs or milliseconds).
+        target: the budget asked for, in ``metric``'s unit (parameters, MACs, milliseconds, ...).
         rel_error: ``(achieved - target) / target`` in ``metric`` (signed, dimensionless).
-        metric: what ``target`` counts: ``"params"``, ``"macs"`` or ``"latency"``.
+        metric: the name of what ``target`` counts (:mod:`nslab.scaling.metrics`): ``"params"``,
+            ``"macs"``, ``"latency"`` or another metric's.
         macs: exact multiply-accumulates of one image (``None`` where whoever built this did not count
             them; the solver always does).
         latency_ms: the lookup table's predicted latency, milliseconds (``metric="latency"`` only).
+        value: the count in ``metric`` of a metric without a field of its own here (``None`` otherwise:
+            it is the field the metric names, e.g. ``params``).
     """
 
     widths: list[int]
@@ -59,72 +84,48 @@ class Scaled:
     metric: str = "params"
     macs: int | None = None
     latency_ms: float | None = None
+    value: float | None = None
 
     @property
     def achieved(self) -> float:
         """The count of ``widths`` in ``metric`` (the number ``rel_error`` compares with ``target``)."""
-        return {"params": self.params, "macs": self.macs, "latency": self.latency_ms}[self.metric]
-
-
-def check_metric(metric: str) -> str:
-    """``metric`` if it is one of :data:`METRICS`; ``ValueError`` naming the accepted ones otherwise."""
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; accepted: {', '.join(map(repr, METRICS))}")
-    return metric
+        field = get_metric(self.metric).field if self.value is None else None
+        return self.value if field is None else getattr(self, field)
 
 
 def counter(
-    arch: str, dataset: str | DatasetSpec, convcut: bool = False, metric: str = "params",
+    arch: str, dataset: str | DatasetSpec, convcut: bool = False, metric: str | Metric = "params",
     latency: LatencyTable | None = None,
 ) -> Callable[[list[int]], float]:
-    """A fast ``widths -> count`` in ``metric``: exact parameters or MACs, or the table's predicted ms.
-
-    Args:
-        arch, dataset, convcut: the network.
-        metric: ``"params"``, ``"macs"`` or ``"latency"``.
-        latency: the lookup table for ``"latency"`` (``None``: :func:`nslab.scaling.latency_table.default_table`,
-            this machine's CPU).
-    """
-    check_metric(metric)
-    if metric == "params":
-        return param_counter(arch, dataset, convcut)
-    if metric == "macs":
-        return macs_counter(arch, dataset, convcut)
-    from .latency_table import default_table  # lazily: the table times layers with torch
-
-    table = default_table() if latency is None else latency
-    return table.predictor(arch, dataset, convcut)
-
-
-def _fmt(value: float, metric: str) -> str:
-    if metric == "latency":
-        return f"{value:.4g} ms"
-    return f"{value:,.0f}" if abs(value) < 1e12 else f"{value:.3g}"
+    """A fast ``widths -> count`` of the network ``arch``/``dataset``/``convcut`` in ``metric`` (a name or a
+    :class:`~nslab.scaling.metrics.Metric`); ``latency``: the table ``"latency"`` predicts with (``None``:
+    :func:`nslab.scaling.latency_table.default_table`, this machine's CPU, made on first use)."""
+    return get_metric(metric).counter(arch, dataset, convcut, latency=latency)
 
 
 @dataclass(frozen=True)
 class _Problem:
     """What the error messages name: the metric, the network, and the widths the solver may use."""
 
-    metric: str = "params"
+    metric: Metric = PARAMS
     what: str = "network of this law"
     floor: int = 1
     max_width: int = _MAX_WIDTH
 
     def range_error(self, budget: float, lo: float, hi: float | None, below: bool) -> ValueError:
+        m = self.metric
         where = "below the smallest network of this law" if below else "beyond what this law can reach"
-        unit = _UNITS[self.metric]
-        top = "its latency there (not timed: too wide to measure quickly)" if hi is None else _fmt(hi, self.metric)
+        top = f"its {m.name} there (not timed: too wide to measure quickly)" if hi is None else m.figure(hi)
         return ValueError(
-            f"{self.metric} budget {_fmt(budget, self.metric)} is {where}: outside the achievable range "
-            f"{_fmt(lo, self.metric)} .. {top}{'' if hi is None or unit == 'ms' else ' ' + unit} for {self.what} "
+            f"{m.name} budget {m.figure(budget)} is {where}: outside the achievable range "
+            f"{m.figure(lo)} .. {top}{'' if hi is None or not m.exact else ' ' + m.unit} for {self.what} "
             f"(every layer at its minimum width {self.floor} .. the widest layer at {self.max_width:,} channels); "
             + ("raise the budget or lower min_width" if below else "lower the budget"))
 
 
-def _check_number(budget: float, metric: str) -> None:
+def _check_number(budget: float, metric: Metric) -> None:
     if not (isinstance(budget, (int, float, np.integer, np.floating)) and math.isfinite(budget)) or budget <= 0:
-        raise ValueError(f"budget must be a positive number of {_UNITS[metric]} ({metric}), got {budget!r}")
+        raise ValueError(f"budget must be a positive number of {metric.unit} ({metric.name}), got {budget!r}")
 
 
 def _check_budget(
@@ -135,11 +136,20 @@ def _check_budget(
         raise problem.range_error(budget, floor_count, top(), below=True)
 
 
+def _path(log_a: np.ndarray, beta: np.ndarray, round_to: int, floor: int) -> Callable[[float], np.ndarray]:
+    """The rounded path ``ln x -> max(floor, round_to * rint(alpha * x^beta / round_to))``, (L,) int64."""
+
+    def widths(log_x: float) -> np.ndarray:
+        w = np.exp(log_a + beta * log_x)
+        return np.maximum(floor, round_to * np.rint(w / round_to)).astype(np.int64)
+
+    return widths
+
+
 def _solve(
     alpha: np.ndarray, beta: np.ndarray, count: Callable[[list[int]], float], budget: float,
-    round_to: int, min_width: int, x0: float, shortcuts: pathscan.Shortcuts | None = None,
-    problem: _Problem = _Problem(), extras: Callable[[list[int]], dict] | None = None,
-    step: float = 1.0,
+    round_to: int, min_width: int, x0: float, shortcuts: pathscan.Shortcuts | None,
+    problem: _Problem, extras: Callable[[list[int]], dict], step: float = 1.0,
 ) -> Scaled:
     """Closest count for ``w(x) = max(floor, round(alpha * x^beta))`` (every beta > 0), then nudges.
 
@@ -149,7 +159,7 @@ def _solve(
     :func:`~nslab.scaling.pathscan.window` bounds where a closer point can lie and :func:`~nslab.scaling.pathscan.scan`
     finds the closest one there.
     Single-layer nudges (:func:`_refine`, unless ``nudge`` is off) then close the last gap. The exact
-    guarantee is stated in :func:`widths_for_budget`. ``problem`` names the metric and network in
+    guarantee is stated in the module's docstring. ``problem`` names the metric and network in
     errors and sets the widest layer allowed; ``extras(widths)`` gives the :class:`Scaled` fields besides
     ``widths``, ``target`` and ``rel_error``; ``step``: the bracket's widening step in ln x.
     """
@@ -157,24 +167,19 @@ def _solve(
         raise ValueError(f"round_to and min_width must be >= 1, got round_to={round_to}, min_width={min_width}")
     floor = -(-min_width // round_to) * round_to
     problem = dataclasses.replace(problem, floor=floor)
-    log_a = np.log(alpha)
-
-    def widths(log_x: float) -> np.ndarray:
-        w = np.exp(log_a + beta * log_x)
-        return np.maximum(floor, round_to * np.rint(w / round_to)).astype(np.int64)
+    log_a, m = np.log(alpha), problem.metric
+    widths = _path(log_a, beta, round_to, floor)
 
     def result(w: np.ndarray, p: float) -> Scaled:
         if w.max() > problem.max_width:
             raise problem.range_error(budget, floor_count, cap_count(), below=False)
-        target = budget if problem.metric == "latency" else int(round(budget))
-        fields = extras(w.tolist()) if extras is not None else {"params": int(p)}
-        return Scaled(w.tolist(), target=target, rel_error=(p - budget) / budget, metric=problem.metric, **fields)
+        target = int(round(budget)) if m.exact else budget
+        return Scaled(w.tolist(), target=target, rel_error=(p - budget) / budget, metric=m.name, **extras(w.tolist()))
 
-    # The widest layer reaches max_width here: the path is searched up to this point only.
-    t_cap = float(((math.log(problem.max_width) - log_a) / beta).min())
+    t_cap = _t_cap(log_a, beta, problem.max_width)  # the path is searched up to here only
 
-    def cap_count() -> float | None:  # the top of the range (not timed for latency: far too wide to measure)
-        return None if problem.metric == "latency" else count(widths(t_cap).tolist())
+    def cap_count() -> float | None:  # the top of the range (not measured for latency: far too wide to time)
+        return count(widths(t_cap).tolist()) if m.exact else None
 
     floor_count = count([floor] * len(alpha))
     _check_budget(budget, floor_count, problem, cap_count)
@@ -184,7 +189,7 @@ def _solve(
         raise problem.range_error(budget, floor_count, cap_count(), below=False)
     lo, w_lo, p_lo, hi, w_hi, p_hi = bracket
     t, w, p = (lo, w_lo, p_lo) if budget - p_lo <= p_hi - budget else (lo, w_hi, p_hi)
-    if p == budget or problem.metric == "latency":  # no nudging on a measured, noisy count
+    if p == budget or not m.exact:  # no nudging on a measured, noisy count
         return result(w, p)
     starts = [(t, w, p)]
     if shortcuts is not None:
@@ -288,18 +293,23 @@ def _refine(
 
 def _sgd(
     law: PowerLaw, count: Callable[[list[int]], int], budget: float, round_to: int, min_width: int,
-    lr: float, steps: int | None, tol: float | None, max_steps: int = 100_000,
+    settings: tuple[float, int | None, float | None], problem: _Problem, max_steps: int = 100_000,
 ) -> Scaled:
     """The paper's solver (Eq. 9-11) as released: tau_0 = budget, then
     ``tau <- tau - lr * (P - T) * sum_l alpha_l beta_l tau^(beta_l - 1)``, for ``steps`` steps or until
-    ``|P - T| / T <= tol``."""
+    ``|P - T| / T <= tol`` (``settings``: ``(lr, steps, tol)``, :attr:`nslab.models.Architecture.sgd_solver`)."""
+    lr, steps, tol = settings
     a, b = np.asarray(law.alpha), np.asarray(law.beta)
     floor = -(-min_width // round_to) * round_to
+    problem = dataclasses.replace(problem, floor=floor)
 
     def widths(tau: float) -> list[int]:
         return np.maximum(floor, round_to * np.rint(a * tau**b / round_to)).astype(np.int64).tolist()
 
-    _check_budget(budget, count([floor] * len(a)), _Problem(floor=floor))
+    def top() -> float:  # the count where the widest layer reaches the solver's limit (as the bracket's range)
+        return count(_path(np.log(a), b, round_to, floor)(_t_cap(np.log(a), b, problem.max_width)).tolist())
+
+    _check_budget(budget, count([floor] * len(a)), problem, top)
     tau = float(budget)
     for _ in range(steps if steps is not None else max_steps):
         p = count(widths(tau))
@@ -311,34 +321,32 @@ def _sgd(
     return Scaled(w, int(p), int(round(budget)), (p - budget) / budget)
 
 
+def _t_cap(log_a: np.ndarray, beta: np.ndarray, max_width: int) -> float:
+    """The ln x where the path's widest layer reaches ``max_width`` (every beta > 0)."""
+    return float(((math.log(max_width) - log_a) / beta).min())
+
+
 def _setup(
-    arch: str, dataset: str | DatasetSpec, convcut: bool, metric: str, latency: LatencyTable | None,
+    arch: str, dataset: str | DatasetSpec, convcut: bool, metric: Metric, latency: LatencyTable | None,
 ) -> tuple[Callable[[list[int]], float], pathscan.Shortcuts | None, _Problem, Callable[[list[int]], dict]]:
-    """The count, the switchable shortcuts, the error wording and the result's fields for one network."""
-    count = counter(arch, dataset, convcut, metric, latency)  # checks the metric, resolves the table
+    """The count, the switchable shortcuts, the error wording and the result's fields for one network.
+
+    A measured metric (latency) is neither monotone nor structured like a count: no path scan, and the
+    result reports the prediction it was solved on (in the field the metric names, else ``value``).
+    """
+    count = metric.counter(arch, dataset, convcut, latency=latency)  # resolves the table, if any
     params, macs = param_counter(arch, dataset, convcut), macs_counter(arch, dataset, convcut)
     name = dataset.name if isinstance(dataset, DatasetSpec) else dataset
-    what = f"{arch} {name}" + (" (convcut)" if convcut else "")
-    if metric == "latency":
-        from .latency_table import MAX_WIDTH
+    problem = _Problem(metric, f"{arch} {name}" + (" (convcut)" if convcut else ""),
+                       max_width=_MAX_WIDTH if metric.max_width is None else metric.max_width())
 
-        # Latency is measured, so it is neither monotone nor structured like a count: no scan (see
-        # widths_for_budget), and the result reports the prediction it was solved on.
-        return (count, None, _Problem("latency", what, max_width=MAX_WIDTH),
-                lambda w: {"params": params(w), "macs": macs(w), "latency_ms": count(w)})
-    return (count, pathscan.shortcuts(arch, dataset, convcut, metric), _Problem(metric, what),
-            lambda w: {"params": params(w), "macs": macs(w)})
+    def fields(w: list[int]) -> dict:
+        out = {"params": params(w), "macs": macs(w)}
+        if metric.field not in out:
+            out[metric.field or "value"] = count(w)
+        return out
 
-
-# The released code's step sizes and stopping rules per architecture.
-_SGD_SETTINGS = {"vgg11": (50.0, 2000, None), "resnet18": (1.0, None, 0.009), "mobilenetv2": (1.0, None, 0.0005)}
-
-
-@functools.lru_cache(maxsize=64)
-def _params_per_mac(arch: str, dataset: str | DatasetSpec, convcut: bool) -> float:
-    """The default network's parameters per MAC: maps a MACs budget to a starting tau."""
-    d = default_widths(arch)
-    return param_counter(arch, dataset, convcut)(d) / macs_counter(arch, dataset, convcut)(d)
+    return count, pathscan.shortcuts(arch, dataset, convcut, metric) if metric.exact else None, problem, fields
 
 
 def widths_for_budget(
@@ -350,96 +358,67 @@ def widths_for_budget(
     min_width: int = 1,
     method: str = "bracket",
     convcut: bool = False,
-    metric: str = "params",
+    metric: str | Metric = "params",
     latency: LatencyTable | None = None,
 ) -> Scaled:
-    """Algorithm 3: the widths the power law gives for a budget in parameters, MACs or latency.
+    """Algorithm 3: the widths the power law gives for a budget in parameters, MACs, latency or any metric.
 
-    ``method="bracket"`` searches the law's *path*, the vectors ``max(floor, round_to * rint(alpha *
-    tau^beta / round_to))`` for tau > 0 (``floor``: ``min_width`` rounded up to ``round_to``). VGG11's
-    count is non-decreasing in tau (so is any count with ``convcut``), so bisection in ln tau ends at
-    the two path points around the budget, the closer being the closest on the path. ResNet18's and
-    MobileNetV2's drop wherever the input and output widths of a stride-1 block meet (its projection
-    shortcut exists only while they differ), so bisection may end at a crossing of the budget that is
-    not the closest; for them the path is also scanned over a window around it, split where a
-    shortcut vanishes into stretches on which the count is non-decreasing. Outside the window no
-    point comes closer than the bisection's: below it even the count with every projection present
-    is farther below the budget, above it even the count without the switchable ones (linked layers
-    at their narrowest) is farther above, or no linked widths meet again and the count itself is.
-    MACs (``metric="macs"``) behave the same way (every term grows with the widths except the
-    switchable projections), so the same search and guarantee hold for them.
-
-    Guarantee (``"params"``, ``"macs"``): the path point kept is the closest to the budget of all (up
-    to float resolution: layers whose widths change within 1e-13 in ln tau change together; widths up
-    to 2^24 channels; a window of more than 65,536 vectors, far beyond the paper's networks, is not scanned). Single
-    layers are then nudged by one rounding step, greedily, while the count gets strictly closer,
-    within two rounding steps of the law's real-valued width (at the kept point; at the bisection's
-    lower end for its points), also from the bisection's point when the scan kept another. The
-    result is never farther from the budget than the closest path point, its best single nudge within
-    those limits (and ``floor``), or nudging from the bisection's point alone.
-
-    Guarantee (``"latency"``): weaker, because the count is the lookup table's prediction (a sum of
-    measured, interpolated per-layer latencies, :class:`nslab.scaling.latency_table.LatencyTable`), which is
-    neither monotone in the widths nor free of noise. Bisection in ln tau on that prediction ends at
-    two adjacent path points whose predictions lie on either side of the budget, and the closer is
-    returned: a crossing of the budget by the predicted latency, not necessarily the closest point of
-    the path, and no nudging (a one-channel change moves latency by less than its noise). Widths stop
-    at the table's ``max_width``. How close the *measured* latency comes is the table's accuracy,
-    reported by ``bench/latency_table.py``.
+    ``method="bracket"`` searches the law's rounded path ``max(floor, round_to * rint(alpha * tau^beta /
+    round_to))`` over tau > 0 for the count closest to the budget: bisection in ln tau, a scan of a
+    window of the path where the count is not monotone (ResNet18's and MobileNetV2's switchable
+    projection shortcuts), then single-layer nudges; for a measured metric (latency) bisection only.
+    The search and its guarantee for each kind of metric are stated in :mod:`nslab.scaling.solver`.
 
     Args:
         law: the fitted power law (L layers of ``arch``).
         arch, dataset, convcut: the network to count.
-        budget: the target, in ``metric``'s unit: parameters, MACs (of one image) or milliseconds
-            (one forward pass of the table's batch).
+        budget: the target, in ``metric``'s unit: parameters, MACs (of one image), milliseconds
+            (one forward pass of the table's batch), ...
         round_to: every width is a multiple of this (8 gives hardware-friendly widths).
         min_width: no layer narrower than this (rounded up to a multiple of ``round_to``).
-        method: ``"bracket"`` (default, above) or ``"sgd"`` (the paper's gradient descent, for
-            comparison; parameters only).
-        metric: ``"params"`` (default), ``"macs"`` or ``"latency"``.
+        method: ``"bracket"`` (default, above) or ``"sgd"`` (the paper's gradient descent with the
+            release's per-network settings, :attr:`nslab.models.Architecture.sgd_solver`, for comparison;
+            parameters only).
+        metric: ``"params"`` (default), ``"macs"``, ``"latency"``, another registered metric's name, or a
+            :class:`~nslab.scaling.metrics.Metric`.
         latency: the lookup table for ``metric="latency"`` (``None``: this machine's CPU table,
             :func:`nslab.scaling.latency_table.default_table`); ignored otherwise.
 
     Returns:
-        :class:`Scaled` with the widths, their exact parameters and MACs (and predicted latency), the
-        relative error in ``metric`` and the metric.
+        :class:`Scaled` with the widths, their exact parameters and MACs (and the metric's count), the
+        relative error in ``metric`` and the metric's name.
 
     Raises:
         ValueError: a budget outside the achievable range (below the smallest network, every layer at
-            ``min_width``, or beyond the law's reach, the widest layer at the solver's maximum width;
-            the message names the budget, metric and range), a law that does not match ``arch``, a
-            non-positive beta, an unknown method or metric.
+            ``min_width``, or beyond the law's reach, the widest layer at the metric's maximum width;
+            the message names the budget, metric, unit and range), a law that does not match ``arch``,
+            a non-positive beta, an unknown method or metric.
     """
     n_layers = len(get_arch(arch).default_widths)
     if len(law.alpha) != n_layers:
         raise ValueError(f"the law has {len(law.alpha)} layers but {arch} has {n_layers}")
-    check_metric(metric)
+    m = get_metric(metric)
     if method == "sgd":
-        if metric != "params":
-            raise ValueError(f"method 'sgd' (the paper's) solves parameter budgets only, got metric {metric!r}; "
+        if m != PARAMS:
+            raise ValueError(f"method 'sgd' (the paper's) solves parameter budgets only, got metric {m.name!r}; "
                              "use method 'bracket'")
-        lr, steps, tol = _SGD_SETTINGS[arch]
-        return _sgd(law, param_counter(arch, dataset, convcut), budget, round_to, min_width, lr, steps, tol)
+        settings = get_arch(arch).sgd_solver
+        if settings is None:
+            raise ValueError(f"method 'sgd' needs the release's solver settings, which {arch!r} has none of; "
+                             "use method 'bracket'")
+        count, _, problem, _ = _setup(arch, dataset, convcut, m, latency)
+        return _sgd(law, count, budget, round_to, min_width, settings, problem)
     if method != "bracket":
         raise ValueError(f"unknown method {method!r}; accepted: 'bracket', 'sgd'")
     beta = np.asarray(law.beta, dtype=float)
     if (beta <= 0).any() or not np.isfinite(beta).all():
         raise ValueError(f"the budget solver needs every beta > 0 (widths growing with size); got beta = "
                          f"{[round(b, 4) for b in law.beta]}")
-    count, sc, problem, extras = _setup(arch, dataset, convcut, metric, latency)
-    _check_number(budget, metric)
-    x0 = float(budget)
-    if metric == "macs":
-        x0 *= _params_per_mac(arch, dataset, convcut)  # start the bracket near the tau with this many MACs
-    elif metric == "latency":
-        # Start near the tau whose MACs take this long at the reference network's MACs per ms (its cells
-        # are timed anyway): every bracket step away from it times new table cells.
-        ref = uniform_widths(arch, 0.5)
-        ms_per_mac = count(ref) / macs_counter(arch, dataset, convcut)(ref)
-        x0 = x0 / ms_per_mac * _params_per_mac(arch, dataset, convcut)
+    count, sc, problem, extras = _setup(arch, dataset, convcut, m, latency)
+    _check_number(budget, m)
+    x0 = m.start_tau(budget, arch, dataset, convcut, count)  # start the bracket near the budget's tau
     return _solve(np.asarray(law.alpha, dtype=float), beta, count, budget, round_to, min_width, x0=x0,
-                  shortcuts=sc, problem=problem, extras=extras,
-                  step=0.25 if metric == "latency" else 1.0)
+                  shortcuts=sc, problem=problem, extras=extras, step=m.step)
 
 
 def scale_widths(
@@ -450,7 +429,7 @@ def scale_widths(
     round_to: int = 1,
     min_width: int = 1,
     convcut: bool = False,
-    metric: str = "params",
+    metric: str | Metric = "params",
     latency: LatencyTable | None = None,
 ) -> Scaled:
     """One global factor ``s`` on ``base_widths`` (``round(w * s)``) solved to meet ``budget``.
@@ -464,6 +443,7 @@ def scale_widths(
     n_layers = len(get_arch(arch).default_widths)
     if base.shape != (n_layers,) or (base <= 0).any():
         raise ValueError(f"base_widths must be {n_layers} positive widths for {arch}, got {list(base_widths)}")
-    count, sc, problem, extras = _setup(arch, dataset, convcut, metric, latency)
+    count, sc, problem, extras = _setup(arch, dataset, convcut, get_metric(metric), latency)
+    # step: the default 1.0 whatever the metric (x0 = 1 is the base network itself)
     return _solve(base, np.ones(n_layers), count, budget, round_to, min_width, x0=1.0, shortcuts=sc,
                   problem=problem, extras=extras)

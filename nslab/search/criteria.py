@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .channels import Dataset, _Handles, channel_map, find_gates
+from .channels import Dataset, Handles, channel_map, find_gates
 
 __all__ = ["CRITERIA", "BNScale", "L1Norm", "Scores", "TaylorFO", "gate_gradients", "make_criterion"]
 
@@ -49,7 +49,7 @@ class TaylorFO:
         self.relu6_gates = relu6_gates
         self._sum: dict[int, torch.Tensor] = {}
         self._count: dict[int, int] = {}
-        self._handles = _Handles([])
+        self._handles = Handles([])
         self.last: dict[int, torch.Tensor] = {}  # signed dL/dg of the latest backward pass, (w_i,)
 
     def attach(self, model: nn.Module) -> TaylorFO:
@@ -77,7 +77,7 @@ class TaylorFO:
                 return None
 
             handles.append(gate.register_forward_hook(fwd))
-        self._handles = _Handles(handles)
+        self._handles = Handles(handles)
         return self
 
     def detach(self) -> None:

@@ -27,7 +27,16 @@ from ..config import PruneSettings, resolve
 from ..data import DatasetSpec, DeviceBatches, ImageData, dataset_spec
 from ..models import create_model, default_widths
 from ..runs import checkpoint
-from ..runs.loop import NonFiniteLossError, Step, StepGraphs, channels_last_ok, evaluate, train_one_epoch
+from ..runs.loop import (
+    NonFiniteLossError,
+    Step,
+    StepGraphs,
+    channels_last_ok,
+    cudnn_benchmark,
+    evaluate,
+    full_fp32,
+    train_one_epoch,
+)
 from .channels import Dataset, apply_masks, channel_map, empty_model, find_gates, shrink_model, shrinkable_layers
 from .criteria import CRITERIA, BNScale, L1Norm, Scores, TaylorFO, gate_gradients, make_criterion
 from .pruner import Pruner, PruneResult
@@ -141,14 +150,18 @@ def _pretrain(model, opt, batches: DeviceBatches, s: PruneSettings, seed: int, r
     t0 = time.perf_counter() - run.pretrain_seconds
     n, total = len(batches), s.pretrain_epochs * len(batches)
     linear = s.pretrain_schedule == "linear"  # to zero at the end: a short run settles, as the cpu recipe's
-    # no hooks before pruning starts: on CUDA every full-size step can replay one graph (nslab.runs.loop.GraphedStep)
+    # No hooks before pruning starts (the pruner attaches them after): on CUDA every full-size step can replay
+    # one graph (nslab.runs.graphs.GraphedStep); StepGraphs refuses a hooked model and takes the eager step.
     graphs = StepGraphs()  # off CUDA it hands out no graph: the eager step
-    for epoch in tqdm(range(run.pretrained, s.pretrain_epochs), desc="pre-train", disable=not progress, leave=False):
-        train_one_epoch(model, batches.iterate(seed * 100_003 + epoch), opt,
-                        lambda i, e=epoch: s.pretrain_lr * ((1 - (e * n + i) / total) if linear else 1.0),
-                        epoch=epoch + 1, graphs=graphs)
-        run.pretrained, run.pretrain_seconds = epoch + 1, time.perf_counter() - t0
-        run.save(model, opt, pruner, 0, 0)
+    # cuDNN autotuning, as training has (nslab.runs.train): the shapes stay fixed for all of pre-training
+    with cudnn_benchmark(batches.device):
+        for epoch in tqdm(range(run.pretrained, s.pretrain_epochs), desc="pre-train", disable=not progress,
+                          leave=False):
+            train_one_epoch(model, batches.iterate(seed * 100_003 + epoch), opt,
+                            lambda i, e=epoch: s.pretrain_lr * ((1 - (e * n + i) / total) if linear else 1.0),
+                            epoch=epoch + 1, graphs=graphs, amp=s.precision != "fp32")
+            run.pretrained, run.pretrain_seconds = epoch + 1, time.perf_counter() - t0
+            run.save(model, opt, pruner, 0, 0)
 
 
 def _check_pretrained(model, data: ImageData, s: PruneSettings, run: _Run, opt, pruner, channels_last: bool) -> None:
@@ -191,6 +204,8 @@ def _prune_epochs(model, opt, batches: DeviceBatches, s: PruneSettings, seed: in
         if on_row is not None and len(pruner.rows) > rows:
             on_row(*pruner.trajectory())
 
+    # No StepGraphs here: the pruner's gate and Taylor-FO hooks make every step eager (a graph replay would skip
+    # them; nslab.runs.graphs.capture_refusal), so the networks a prune step rebuilds are never captured.
     pruner.attach(model)
     run.clock = time.perf_counter()
     try:
@@ -204,6 +219,7 @@ def _prune_epochs(model, opt, batches: DeviceBatches, s: PruneSettings, seed: in
                 on_step,
                 start=run.position,
                 epoch=s.pretrain_epochs + run.epoch + 1,
+                amp=s.precision != "fp32",  # the Taylor-FO scores accumulate in these steps
             )
             model, opt = stats.model, stats.optimizer
             if not stats.stopped:
@@ -269,20 +285,9 @@ def prune(
     """
     s, device = settings, torch.device(device)
     start = [int(w) for w in (default_widths(arch) if widths is None else widths)]
-    spec = dataset if isinstance(dataset, DatasetSpec) else dataset_spec(dataset)
-    if spec.num_classes != data.spec.num_classes or spec.image_size != data.spec.image_size:
-        raise ValueError(
-            f"the network is built for {spec.name} ({spec.num_classes} classes, {spec.image_size} px) "
-            f"but the data has {data.spec.num_classes} classes, {data.spec.image_size} px"
-        )
+    spec = _checked_spec(dataset, data)
     crit, crit_name = _criterion(criterion, arch, dataset, convcut)
-    torch.manual_seed(seed)
-    model = create_model(arch, start, dataset, convcut).to(device)
-    channels_last = s.channels_last and channels_last_ok(device, model)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    batches = DeviceBatches(data.train_x, data.train_y, data.spec, device, s.batch_size, train=True, augment=s.augment,
-                            drop_last=s.drop_last and len(data.train_y) >= s.batch_size, channels_last=channels_last)
+    model, channels_last, batches = _fresh(arch, start, dataset, convcut, device, seed, s, data)
     opt = _sgd(model, s)
     pruner = Pruner(arch, start, s, dataset, convcut, crit, device)
     path = None if run_dir is None else Path(run_dir) / CHECKPOINT
@@ -290,9 +295,10 @@ def prune(
     if path is not None and path.exists():
         model, opt = run.resume(model, pruner, channels_last)
     try:
-        _pretrain(model, opt, batches, s, seed, run, pruner, progress)
-        _check_pretrained(model, data, s, run, opt, pruner, channels_last)
-        model = _prune_epochs(model, opt, batches, s, seed, run, pruner, progress, on_row)
+        with full_fp32(device) if s.precision == "fp32" else contextlib.nullcontext():
+            _pretrain(model, opt, batches, s, seed, run, pruner, progress)
+            _check_pretrained(model, data, s, run, opt, pruner, channels_last)
+            model = _prune_epochs(model, opt, batches, s, seed, run, pruner, progress, on_row)
     except NonFiniteLossError as e:
         last_good = path if path is not None and path.exists() else None
         raise NonFiniteLossError(e.epoch, e.step, e.loss, last_good) from None
@@ -302,3 +308,27 @@ def prune(
         with contextlib.suppress(OSError):
             path.parent.rmdir()
     return result
+
+
+def _checked_spec(dataset: Dataset | DatasetSpec, data: ImageData) -> DatasetSpec:
+    """The spec of the network's dataset; raises ValueError unless ``data`` has its class count and image size."""
+    spec = dataset if isinstance(dataset, DatasetSpec) else dataset_spec(dataset)
+    if spec.num_classes != data.spec.num_classes or spec.image_size != data.spec.image_size:
+        raise ValueError(
+            f"the network is built for {spec.name} ({spec.num_classes} classes, {spec.image_size} px) "
+            f"but the data has {data.spec.num_classes} classes, {data.spec.image_size} px"
+        )
+    return spec
+
+
+def _fresh(arch: str, start: list[int], dataset, convcut: bool, device: torch.device, seed: int, s: PruneSettings,
+           data: ImageData) -> tuple[nn.Module, bool, DeviceBatches]:
+    """The fresh network (initialised from ``seed``), whether it runs channels-last, and its training batches."""
+    torch.manual_seed(seed)
+    model = create_model(arch, start, dataset, convcut).to(device)
+    channels_last = s.channels_last and channels_last_ok(device, model)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    batches = DeviceBatches(data.train_x, data.train_y, data.spec, device, s.batch_size, train=True, augment=s.augment,
+                            drop_last=s.drop_last and len(data.train_y) >= s.batch_size, channels_last=channels_last)
+    return model, channels_last, batches

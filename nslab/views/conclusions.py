@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..models import macs
+from ..scaling.metrics import get_metric
 from . import shape
 from .tables import label
 
@@ -210,8 +211,8 @@ def equal_compute(summary: Sequence[Mapping[str, Any]]) -> Conclusion:
             rows = [x for x in at if x["budget"] == budget and x["method"] != "uniform"]
             for x in rows:
                 d = difference([x, uni], x["method"], "uniform", r)
-                held = "MACs" if budget == "macs" else "parameters"
-                lines.append(f"At uniform's {held} (r = {r:g}): " + _diff_text(d, x["method"], "uniform", r)
+                lines.append(f"At uniform's {get_metric(budget).unit} (r = {r:g}): "
+                             + _diff_text(d, x["method"], "uniform", r)
                              + f", with {x['params'] / uni['params']:.2f}× its parameters and "
                              f"{x['macs'] / uni['macs']:.2f}× its MACs.")
         ns = next((x for x in at if x["budget"] == "macs" and x["method"] == "neuralscale_last"), None)

@@ -25,6 +25,7 @@ from ..models import default_widths, get_arch, param_count, uniform_widths
 from ..scaling import powerlaw
 from ..scaling.latency_table import LatencyTable, default_table
 from ..scaling.methods import METHODS, Budget, Context, morphnet_base
+from ..scaling.metrics import LATENCY, MACS, METRICS, PARAMS, Metric, get_metric, human
 from ..scaling.solver import Scaled, counter
 from ..search.descent import load_run
 from . import plots
@@ -95,10 +96,11 @@ def available_fits(search_dirs: Sequence[str | os.PathLike] = (), iterations: Se
     return fits
 
 
-_UNITS = {"params": "params", "macs": "MACs", "latency": "ms"}  # the readout's unit per budget metric
+__all__ = ["Fit", "available_fits", "budget_range", "configurations", "explorer_widget", "figure", "human",
+           "on_budget", "published", "ratio_table", "readout"]
 
 
-def budget_range(arch: str, dataset: str, metric: str = "params", latency: LatencyTable | None = None
+def budget_range(arch: str, dataset: str, metric: str | Metric = "params", latency: LatencyTable | None = None
                  ) -> tuple[float, float, float]:
     """``(low, default, high)`` of the slider in ``metric``: uniform 10% width, default, 2x default."""
     count = counter(arch, dataset, False, metric, latency)
@@ -106,15 +108,16 @@ def budget_range(arch: str, dataset: str, metric: str = "params", latency: Laten
     return count(uniform_widths(arch, LOW_RATIO)), default, 2 * default
 
 
-def configurations(fit: Fit, dataset: str, budget: float, ratio: float | None = None, metric: str = "params",
-                   latency: LatencyTable | None = None) -> dict[str, Scaled]:
+def configurations(fit: Fit, dataset: str, budget: float, ratio: float | None = None,
+                   metric: str | Metric = "params", latency: LatencyTable | None = None) -> dict[str, Scaled]:
     """The three methods' widths at ``budget`` for ``fit``'s architecture on ``dataset``.
 
     Args:
         fit, dataset: what to scale.
         budget: the target in ``metric``'s unit: parameters, MACs per image, or milliseconds.
         ratio: the paper's uniform ratio that defines ``budget`` (uniform is then ``int(w * r)`` exactly).
-        metric: ``"params"``, ``"macs"`` or ``"latency"`` (predicted by ``latency``'s per-layer table).
+        metric: ``"params"``, ``"macs"``, ``"latency"`` (predicted by ``latency``'s per-layer table) or
+            another metric of :mod:`nslab.scaling.metrics` (its name or itself).
         latency: the lookup table (needed for ``metric="latency"``; when given, every configuration also
             carries its predicted ``latency_ms``, whatever the metric).
 
@@ -122,54 +125,46 @@ def configurations(fit: Fit, dataset: str, budget: float, ratio: float | None = 
         ``{method: Scaled}`` with exact ``params`` and ``macs`` and the error against ``budget`` in ``metric``.
     """
     ctx = dataclasses.replace(fit.context, dataset=dataset, latency=latency)
-    b = Budget(budget if metric == "latency" else int(round(budget)), ratio, metric)
-    macs_of = counter(ctx.arch, dataset, ctx.convcut, "macs")
+    m = get_metric(metric)
+    b = Budget(int(round(budget)) if m.exact else budget, ratio, m)
+    macs_of = counter(ctx.arch, dataset, ctx.convcut, MACS)
     out = {}
     for shown, name in _SHOWN.items():
         w = METHODS[name](ctx, b)
         p = param_count(ctx.arch, w, dataset, ctx.convcut)
-        ms = None if latency is None else ctx.count(w, "latency")
-        s = Scaled(w, p, b.params, 0.0, metric, macs_of(w), ms)
-        out[shown] = dataclasses.replace(s, rel_error=(s.achieved - b.params) / b.params)
+        ms = None if latency is None else ctx.count(w, LATENCY)
+        s = Scaled(w, p, b.target, 0.0, m.name, macs_of(w), ms, None if m.field else ctx.count(w, m))
+        out[shown] = dataclasses.replace(s, rel_error=(s.achieved - b.target) / b.target)
     return out
 
 
-def human(n: float) -> str:
-    """A count in human units, three significant digits: ``9231114 -> "9.23M"``, ``1000005 -> "1.00M"``,
-    ``579786 -> "580k"``, ``912 -> "912"``."""
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div * 0.9995:  # 999,800 rounds to "1.00M", not "1.00e+03k"
-            return f"{n / div:#.3g}".rstrip(".") + unit
-    return f"{n:#.3g}".rstrip(".")
-
-
-def readout(arch: str, dataset: str, budget: float, metric: str = "params", latency: LatencyTable | None = None
-            ) -> str:
+def readout(arch: str, dataset: str, budget: float, metric: str | Metric = "params",
+            latency: LatencyTable | None = None) -> str:
     """The slider's readout: ``"9.22M params, 1.00x default"`` (``"313M MACs, ..."``, ``"1.24 ms, ..."``)."""
     default = counter(arch, dataset, False, metric, latency)(default_widths(arch))
-    value = f"{budget:.3g} ms" if metric == "latency" else f"{human(budget)} {_UNITS[metric]}"
-    return f"{value}, {budget / default:.2f}x default"
+    return f"{get_metric(metric).readout(budget)}, {budget / default:.2f}x default"
 
 
 def _notes(configs: Mapping[str, Scaled]) -> dict[str, str]:
     """Legend text per method: all the numbers of its network, the budget's error last."""
     out = {}
     for m, s in configs.items():
-        ms = f" · {s.latency_ms:.3g} ms" if s.latency_ms is not None else ""
+        ms = f" · {LATENCY.readout(s.latency_ms)}" if s.latency_ms is not None else ""
+        other = f" · {get_metric(s.metric).readout(s.value)}" if s.value is not None else ""  # a metric of its own
         err = f"{100 * s.rel_error:+.2f}%".replace("-0.00%", "+0.00%")  # not "-0.00%" for a zero error
-        out[m] = f"{human(s.params)} params · {human(s.macs)} MACs{ms} ({err})"
+        out[m] = f"{PARAMS.readout(s.params)} · {MACS.readout(s.macs)}{ms}{other} ({err})"
     return out
 
 
-def _title(fit: Fit, dataset: str, budget: float, metric: str = "params", latency: LatencyTable | None = None
-           ) -> str:
+def _title(fit: Fit, dataset: str, budget: float, metric: str | Metric = "params",
+           latency: LatencyTable | None = None) -> str:
     # short first line (it must fit the notebook's width), the fit's name below it in small print
     return (f"{fit.arch} {dataset} at {readout(fit.arch, dataset, budget, metric, latency)}"
             f"<br><sup>fit: {fit.name}</sup>")
 
 
-def figure(fit: Fit, dataset: str, budget: float, metric: str = "params", latency: LatencyTable | None = None
-           ) -> object:
+def figure(fit: Fit, dataset: str, budget: float, metric: str | Metric = "params",
+           latency: LatencyTable | None = None) -> object:
     """A fresh figure of :func:`configurations` at ``budget`` (grouped bars, the networks' counts in the legend)."""
     configs = configurations(fit, dataset, budget, metric=metric, latency=latency)
     return plots.budget_widths_figure(
@@ -177,7 +172,7 @@ def figure(fit: Fit, dataset: str, budget: float, metric: str = "params", latenc
     )
 
 
-def on_budget(fig: object, fit: Fit, dataset: str, budget: float, metric: str = "params",
+def on_budget(fig: object, fit: Fit, dataset: str, budget: float, metric: str | Metric = "params",
               latency: LatencyTable | None = None) -> dict[str, Scaled]:
     """The slider's callback: recompute the three configurations at ``budget`` and redraw ``fig`` in place.
 
@@ -211,7 +206,7 @@ def ratio_table(fit: Fit, dataset: str, ratios: Sequence[float]) -> tuple[list[d
     """
     rows, panels = [], {}
     for r in ratios:
-        target = dataclasses.replace(fit.context, dataset=dataset).budget(r).params
+        target = dataclasses.replace(fit.context, dataset=dataset).budget(r).target
         configs = configurations(fit, dataset, target, ratio=r)
         panels[f"r = {r:g} ({target / 1e6:.2f}M parameters)"] = {m: s.widths for m, s in configs.items()}
         for m, s in configs.items():
@@ -234,109 +229,112 @@ def explorer_widget(fits: Mapping[str, Fit] | None = None, dataset: str = "cifar
     Args:
         fits: ``{name: Fit}`` to choose from (default :func:`available_fits`).
         dataset: the dataset it opens on (when the fit's architecture has it).
-        fit: the name of the fit it opens on (default: the first of its architecture, VGG11 first).
+        fit: the name of the fit it opens on (default: the first of ``fits``).
 
     Raises:
         ValueError: ``fit`` is not one of ``fits``.
 
     Moving the slider calls :func:`on_budget` on a ``go.FigureWidget`` (needs ``anywidget``; without it
     the figure is redrawn into an ``Output`` instead, which is slower). The ``budget in`` switch counts the
-    budget in parameters, MACs per image or milliseconds; latency is predicted by this machine's per-layer
-    table (:func:`nslab.scaling.latency_table.default_table`: the first choice times the layers it needs, seconds,
+    budget in any registered metric (:data:`nslab.scaling.metrics.METRICS`: parameters, MACs per image,
+    milliseconds, ...); latency is predicted by this machine's per-layer table
+    (:func:`nslab.scaling.latency_table.default_table`: the first choice times the layers it needs, seconds,
     then they are cached on disk), and from then on every method's predicted latency is shown too.
     """
-    import ipywidgets as w
-    import plotly.graph_objects as go
-
     fits = dict(fits or available_fits())
     if fit is not None and fit not in fits:
         raise ValueError(f"fit {fit!r} is not available; choose one of {sorted(fits)}")
-    archs = sorted({f.arch for f in fits.values()})
-    first = fits[fit].arch if fit is not None else "vgg11" if "vgg11" in archs else archs[0]
-    arch_dd = w.Dropdown(options=archs, value=first, description="arch")
-    ds_dd = w.Dropdown(description="dataset")
-    fit_dd = w.Dropdown(description="fit", layout=w.Layout(width="480px"))
-    metric_dd = w.ToggleButtons(options=[("parameters", "params"), ("MACs", "macs"), ("latency", "latency")],
-                                tooltips=["exact parameter count", "multiply-accumulates per image",
-                                          "predicted by this machine's per-layer table (timed on first use)"],
-                                description="budget in",
-                                style={"button_width": "110px", "description_width": "initial"})
-    # the slider's own readout can only print "9.22e+6": a label beside it reads "9.22M params, 1.00x default"
-    slider = w.FloatLogSlider(description="budget", base=10, continuous_update=True, readout=False,
-                              layout=w.Layout(width="520px"))
-    shown = w.HTML()
-    status = w.HTML()
-    try:
-        fig = go.FigureWidget()
-        out = None
-    except ImportError:
-        fig, out = None, w.Output()
-    state: dict = {"latency": None}  # the latency table, made when latency is first chosen
+    return _Explorer(fits, dataset, fit).box
 
-    def fit_now() -> Fit:
-        return fits[fit_dd.value]
 
-    def metric() -> tuple[str, LatencyTable | None]:
-        return metric_dd.value, state["latency"]
+def _datasets(arch: str) -> list[str]:
+    """The datasets ``arch`` has a variant for (CIFAR's 32 px, Tiny ImageNet's 64 px)."""
+    variants = get_arch(arch).variants
+    return [d for d in ("cifar10", "cifar100", "tinyimagenet")
+            if ("tiny" if d == "tinyimagenet" else "cifar") in variants]
 
-    def redraw(*_):
-        if fit_dd.value is None or ds_dd.value is None:
+
+class _Explorer:
+    """The widgets of :func:`explorer_widget` and their callbacks (``box``: the whole explorer)."""
+
+    def __init__(self, fits: dict[str, Fit], dataset: str, fit: str | None):
+        import ipywidgets as w
+        import plotly.graph_objects as go
+
+        self.fits, self.table, self.busy = fits, None, False  # table: made when latency is first chosen
+        archs = sorted({f.arch for f in fits.values()})
+        first = fits[fit].arch if fit is not None else next(iter(fits.values())).arch
+        self.arch_dd = w.Dropdown(options=archs, value=first, description="arch")
+        self.ds_dd = w.Dropdown(description="dataset")
+        self.fit_dd = w.Dropdown(description="fit", layout=w.Layout(width="480px"))
+        self.metric_dd = w.ToggleButtons(options=[(m.label, m.name) for m in METRICS.values()],
+                                         tooltips=[m.description for m in METRICS.values()],
+                                         description="budget in",
+                                         style={"button_width": "110px", "description_width": "initial"})
+        # the slider's own readout can only print "9.22e+6": a label beside it reads "9.22M params, 1.00x default"
+        self.slider = w.FloatLogSlider(description="budget", base=10, continuous_update=True, readout=False,
+                                       layout=w.Layout(width="520px"))
+        self.shown, self.status = w.HTML(), w.HTML()
+        try:
+            self.fig, self.out = go.FigureWidget(), None
+        except ImportError:
+            self.fig, self.out = None, w.Output()
+        self.arch_dd.observe(self.on_arch, "value")
+        self.ds_dd.observe(self.on_dataset, "value")
+        self.metric_dd.observe(self.on_dataset, "value")  # a new unit: a new range, back to the default network
+        self.fit_dd.observe(self.redraw, "value")
+        self.slider.observe(lambda ch: None if self.busy else self.redraw(), "value")
+        self.ds_dd.value = None
+        self.on_arch()
+        if fit is not None:
+            self.fit_dd.value = fit
+        if dataset in self.ds_dd.options:
+            self.ds_dd.value = dataset
+        self.box = w.VBox([w.HBox([self.arch_dd, self.ds_dd]), self.fit_dd, self.metric_dd, w.HBox([self.slider,
+                           self.shown]), self.status, self.fig if self.fig is not None else self.out])
+
+    def metric(self) -> tuple[Metric, LatencyTable | None]:
+        return get_metric(self.metric_dd.value), self.table
+
+    def redraw(self, *_) -> None:
+        if self.fit_dd.value is None or self.ds_dd.value is None:
             return  # mid-update of the selectors
-        f, ds = fit_now(), ds_dd.value
-        shown.value = f"<b>{readout(f.arch, ds, slider.value, *metric())}</b>"
+        f, ds, b, fig = self.fits[self.fit_dd.value], self.ds_dd.value, self.slider.value, self.fig
+        self.shown.value = f"<b>{readout(f.arch, ds, b, *self.metric())}</b>"
         try:
             if fig is not None:
                 if len(fig.data) != 3 or len(fig.data[0].y or ()) != len(f.law.alpha):
-                    new = figure(f, ds, slider.value, *metric())
+                    new = figure(f, ds, b, *self.metric())
                     with fig.batch_update():
                         fig.data = []
                         fig.add_traces(new.data)
                         fig.layout = new.layout
-                configs = on_budget(fig, f, ds, slider.value, *metric())
+                configs = on_budget(fig, f, ds, b, *self.metric())
             else:
-                out.clear_output(wait=True)
-                with out:
-                    figure(f, ds, slider.value, *metric()).show()
-                configs = configurations(f, ds, slider.value, metric=metric_dd.value, latency=state["latency"])
-            status.value = " · ".join(f"<b>{m}</b> {note}" for m, note in _notes(configs).items())
+                self.out.clear_output(wait=True)
+                with self.out:
+                    figure(f, ds, b, *self.metric()).show()
+                configs = configurations(f, ds, b, None, *self.metric())
+            self.status.value = " · ".join(f"<b>{m}</b> {note}" for m, note in _notes(configs).items())
         except ValueError as e:  # e.g. a budget below the smallest network of this law
-            status.value = f"<span style='color:#c00'>{e}</span>"
+            self.status.value = f"<span style='color:#c00'>{e}</span>"
 
-    def on_arch(*_):
-        variants = get_arch(arch_dd.value).variants
-        fit_dd.options = [n for n, f in fits.items() if f.arch == arch_dd.value]
-        fit_dd.value = fit_dd.options[0] if fit_dd.options else None
-        ds_dd.options = [
-            d
-            for d in ("cifar10", "cifar100", "tinyimagenet")
-            if ("tiny" if d == "tinyimagenet" else "cifar") in variants
-        ]
-        on_dataset()
+    def on_arch(self, *_) -> None:
+        self.fit_dd.options = [n for n, f in self.fits.items() if f.arch == self.arch_dd.value]
+        self.fit_dd.value = self.fit_dd.options[0] if self.fit_dd.options else None
+        self.ds_dd.options = _datasets(self.arch_dd.value)
+        self.on_dataset()
 
-    def on_dataset(*_):
-        if ds_dd.value is None:
+    def on_dataset(self, *_) -> None:
+        if self.ds_dd.value is None:
             return
-        if metric_dd.value == "latency" and state["latency"] is None:
-            status.value = "timing this machine's layers for the latency table (once; cached on disk)..."
-            state["latency"] = default_table()
-        lo, default, hi = budget_range(arch_dd.value, ds_dd.value, *metric())
-        state["busy"] = True
-        slider.max = 100.0  # widen first: traitlets rejects min > max at every intermediate step
-        slider.min, slider.max = math.log10(lo), math.log10(hi)
-        slider.value = default
-        state["busy"] = False
-        redraw()
-
-    arch_dd.observe(on_arch, "value")
-    ds_dd.observe(on_dataset, "value")
-    metric_dd.observe(on_dataset, "value")  # a new unit: a new range, back to the default network
-    fit_dd.observe(redraw, "value")
-    slider.observe(lambda ch: None if state.get("busy") else redraw(), "value")
-    ds_dd.value = None
-    on_arch()
-    if fit is not None:
-        fit_dd.value = fit
-    if dataset in ds_dd.options:
-        ds_dd.value = dataset
-    return w.VBox([w.HBox([arch_dd, ds_dd]), fit_dd, metric_dd, w.HBox([slider, shown]), status,
-                   fig if fig is not None else out])
+        if self.metric()[0] is LATENCY and self.table is None:
+            self.status.value = "timing this machine's layers for the latency table (once; cached on disk)..."
+            self.table = default_table()
+        lo, default, hi = budget_range(self.arch_dd.value, self.ds_dd.value, *self.metric())
+        self.busy = True
+        self.slider.max = 100.0  # widen first: traitlets rejects min > max at every intermediate step
+        self.slider.min, self.slider.max = math.log10(lo), math.log10(hi)
+        self.slider.value = default
+        self.busy = False
+        self.redraw()

@@ -20,7 +20,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..models import param_count, uniform_widths
-from ..scaling.powerlaw import published_fit, published_fits, widths_for_budget
+from ..scaling.powerlaw import published_fit, published_fits
+from ..scaling.solver import widths_for_budget
 
 __all__ = ["GOAL_MEAN_ABS_LOG2", "GOAL_SPEARMAN", "agreement", "mean_abs_log2", "meets_goal", "published_name",
            "published_configurations", "spearman"]

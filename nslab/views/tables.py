@@ -23,6 +23,7 @@ from .. import io
 from ..config import preset
 from ..models import macs, param_count
 from ..scaling.methods import METHODS, Context
+from ..scaling.metrics import get_metric
 
 # Our "last iteration" is the paper's iteration 15 under the paper profile; compare them in tables.
 PAPER_METHOD = {"neuralscale_last": "neuralscale_it15"}
@@ -277,15 +278,17 @@ def caption(p, title: str, settings: Sequence[Any] = (), table: int | None = Non
         e.g. "Table 1: ... (cpu profile: vgg11 cifar10, 4 epochs on 5,000 training images). Left out: ...".
     """
 
+    from ..runs.specs import settings_for
+
     ran = []
     for s in settings:
-        r = p.recipe_for(s)
+        r = settings_for(p, s).recipe
         where = f"{s.arch} {s.dataset}" + (f" (paper: {s.paper_dataset})" if s.paper_dataset != s.dataset else "")
         ran.append(f"{where}, {r.epochs} epoch{'s' * (r.epochs != 1)} on {f'{r.subset:,}' if r.subset else 'all'} "
                    f"{'synthetic ' if p.search.synthetic else ''}training images"
                    + (f", tested on {s.test_subset:,} images" if s.test_subset else ""))
     out = f"{title} ({p.name} profile{': ' + '; '.join(ran) if ran else ''})"
-    epochs = {p.recipe_for(s).epochs for s in settings}
+    epochs = {settings_for(p, s).recipe.epochs for s in settings}
     released = max(r.epochs for _, r in preset("paper").train)
     if epochs and max(epochs) < released:  # a short run: the paper's accuracies are out of its reach
         out += (f". Accuracies after {', '.join(map(str, sorted(epochs)))} epochs, not the paper's "
@@ -300,7 +303,7 @@ def equal_budget_table(summary: Sequence[Mapping[str, Any]]) -> list[dict]:
     rows = comparison_table(summary, extra=("budget",))
     for r in rows:
         if r["method"] != "uniform":  # uniform is its own budget in both
-            r["label"] += f", equal {'MACs' if r['budget'] == 'macs' else 'parameters'}"
+            r["label"] += f", equal {get_metric(r['budget']).unit}"  # "MACs", "parameters"
     return rows
 
 
@@ -350,7 +353,7 @@ def descent_panels(ctx: Context, run, ratios: Sequence[float]) -> tuple[dict, di
     """
     panels, changes, rows = {}, {}, []
     for r in ratios:
-        target = ctx.budget(r).params
+        target = ctx.budget(r).target
         configs = {}
         for it in run.iterations:
             s = run.widths(it.index, target)
