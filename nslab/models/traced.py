@@ -12,6 +12,7 @@ checked against the built network and FlopCounterMode before :func:`trace` retur
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import time
 from collections.abc import Callable, Sequence
@@ -195,15 +196,21 @@ def _tp_groups(model: nn.Module, x: torch.Tensor):
     import warnings
 
     import torch_pruning as tp
-    from torch_pruning.dependency import index_mapping
 
+    try:  # torch-pruning 1.6's layout; elsewhere the repeats are only slower
+        from torch_pruning.dependency import index_mapping
+
+        skip_repeats = (mock.patch.object(index_mapping, "update_index_mapping", lambda graph: None)
+                        if hasattr(index_mapping, "update_index_mapping") else contextlib.nullcontext())
+    except ImportError:
+        skip_repeats = contextlib.nullcontext()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dg = tp.DependencyGraph().build_dependency(model, example_inputs=x, verbose=False)
         # build_dependency has set every concat / split / flatten index mapping; get_pruning_group recomputes
         # them all for every group (for graphs pruned in between). Nothing is pruned here, so skip the repeats:
         # they cost densenet121 two seconds (120 groups x 58 concatenations).
-        with mock.patch.object(index_mapping, "update_index_mapping", lambda graph: None):
+        with skip_repeats:
             groups = list(dg.get_all_groups(root_module_types=[nn.Conv2d, nn.Linear]))
     pnames = {id(p): n for n, p in model.named_parameters()}
     unwrapped = {pnames[id(u.parameters)]: u.pruning_dim for u in dg.unwrapped_parameters}

@@ -1,8 +1,16 @@
 """The pieces of an :class:`~nslab.models.Architecture` for a traced network (:meth:`Architecture.from_module`).
 
 A traced network is one more kind of architecture: one variant (its input size: ``"cifar"`` for 32x32 images,
-``"tiny"`` for 64x64), no ``convcut``, a classifier resized to the dataset's K, the compiled polynomials as its
-exact counts, and no exact shrinking (every entry is masked at its gate; pruning on coupled groups is to come).
+``"tiny"`` for 64x64), no ``convcut``, the compiled polynomials as its exact counts, and no exact shrinking (every
+entry is masked at its gate; pruning on coupled groups is to come).
+
+Classes: the layer whose outputs are the logits (the classifier; a Linear, or a 1x1 conv before a flatten) is
+resized to the dataset's K, so ``num_classes`` is one more variable of the counts (the last one). A network whose
+logits come from no such layer keeps its own K and refuses another.
+
+Gates: each group gets one :class:`~nslab.models.Gate`, after its first normalisation layer (else its first
+producer). For a group tied by a residual add that gate sees one branch only; pruning that masks or scores a
+whole coupled group must use the group's members (:attr:`nslab.models.WidthGroup.members`), not this gate alone.
 """
 
 from __future__ import annotations
