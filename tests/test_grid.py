@@ -223,6 +223,24 @@ def test_listing_and_checking_a_grid_loads_no_data(tmp_path, monkeypatch):
     assert all(t.output() is None for t in searches)
 
 
+def test_the_fingerprint_is_kept_for_the_environments_data_root_too(tmp_path, monkeypatch):
+    # `NSLAB_DATA=... nslab reproduce` passes no data root: the kept fingerprint must still be found, or every
+    # finished task of a rerun is listed as not done (and loads the data to find out)
+    from nslab.data import smoke_data
+    from nslab.runs import specs
+
+    root = tmp_path / "data"
+    (root / "train").mkdir(parents=True)
+    monkeypatch.setenv("NSLAB_DATA", str(root))
+    where = make_paths("cpu", tmp_path / "fig", tmp_path / "res")
+    cpu = config.preset("cpu")
+    monkeypatch.setattr(specs, "_load", lambda name, root, synthetic: smoke_data(name))
+    specs.data_of(cpu, cpu.descent, where).load()
+    monkeypatch.setattr(specs, "_load", lambda *a, **k: pytest.fail("listing loaded data"))
+    assert list((where.results / "data").glob("cifar10_*.json"))
+    assert all(t.output() for t in grid.tasks(cpu, where) if t.kind == "search")
+
+
 def test_a_shared_gpu_times_each_run_alone_after_it_and_the_notebooks_then_compute_nothing(tmp_path, monkeypatch):
     from nslab.runs import specs, studies
     from nslab.search import descent

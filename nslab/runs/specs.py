@@ -23,7 +23,7 @@ from typing import Any
 from .. import io
 from ..config import Preset, Recipe, SearchSettings, Setting, TaskSettings, digest, preset, resolve
 from ..device import resolve_device
-from ..paths import Paths
+from ..paths import Paths, resolve_data_root
 
 __all__ = ["DataSource", "Fingerprinted", "LATENCY_PROTOCOL", "SearchSpec", "alone_latencies", "data_of",
            "device_kind", "latency", "latency_key", "measure_alone", "read_latency", "recipe", "search_spec",
@@ -99,16 +99,21 @@ class DataSource:
         data = _load(self.dataset, self.root, self.synthetic)
         path = self._memo_path()
         if path is not None:
-            fp, stamp = data.fingerprint(), _stamp(self.root)
+            fp, stamp = data.fingerprint(), _stamp(self._where())
             saved = io.read_json(path) if path.is_file() else None
             if saved != {"stamp": stamp, "fingerprint": fp}:
                 io.write_json(path, {"stamp": stamp, "fingerprint": fp})
         return data
 
+    def _where(self) -> str:
+        # the folder the loader reads (the root given, else $NSLAB_DATA, else nslab's cache): a run that relies
+        # on the environment's data root keeps its fingerprint too
+        return str(resolve_data_root(self.root))
+
     def _memo_path(self) -> Path | None:
-        if self.synthetic or self.root is None or self.memo is None or not os.path.exists(self.root):
+        if self.synthetic or self.memo is None or not os.path.exists(self._where()):
             return None
-        return Path(self.memo) / "data" / f"{self.dataset}_{digest(os.path.realpath(self.root), n=10)}.json"
+        return Path(self.memo) / "data" / f"{self.dataset}_{digest(os.path.realpath(self._where()), n=10)}.json"
 
     def kept_fingerprint(self) -> dict | None:
         """The fingerprint kept on disk, while the data root's stamp still matches (else ``None``)."""
@@ -116,7 +121,7 @@ class DataSource:
         if path is None or not path.is_file():
             return None
         saved = io.read_json(path)
-        return saved["fingerprint"] if saved.get("stamp") == _stamp(self.root) else None
+        return saved["fingerprint"] if saved.get("stamp") == _stamp(self._where()) else None
 
     def fingerprint(self, load: bool = True) -> dict | None:
         """:meth:`nslab.data.ImageData.fingerprint` of the data: kept, else loaded (``load=False``: ``None``)."""
