@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from test_budget_metrics import law_for
 
-from nslab.models import default_widths, macs, macs_counter, param_count, param_counter, uniform_widths
+from nslab.models import ARCHS, default_widths, macs, macs_counter, param_count, param_counter, uniform_widths
 from nslab.scaling import pathscan
 from nslab.scaling.methods import METHODS, Budget, Context
 from nslab.scaling.metrics import LATENCY, MACS, METRICS, PARAMS, Metric, get_metric, register_metric
@@ -133,3 +133,15 @@ def test_the_path_scan_takes_exact_metrics_only():
     assert pathscan.shortcuts("vgg11", "cifar10", False, TOY) is None  # VGG11 has no switchable shortcut
     with pytest.raises(ValueError, match="needs an exact count; metric 'latency' is measured"):
         pathscan.shortcuts("resnet18", "cifar10", False, "latency")
+
+
+@pytest.mark.parametrize("metric", [m for m in METRICS.values() if m.exact], ids=lambda m: m.name)
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_every_exact_metric_solves_on_every_architecture(arch, metric):
+    # over the registries, not hand lists: a network or metric registered later is covered by this test
+    dataset = "cifar10"
+    target = metric.counter(arch, dataset)(uniform_widths(arch, 0.5))
+    s = widths_for_budget(law_for(arch, dataset, 0), arch, dataset, target, metric=metric)
+    assert s.metric == metric.name and abs(s.rel_error) < 1e-3
+    assert metric.counter(arch, dataset)(s.widths) == pytest.approx(target, rel=1e-3)
+    assert isinstance(metric.readout(target), str) and metric.readout(target)
