@@ -56,7 +56,18 @@ def digest(*parts: Any, n: int = 16) -> str:
 
 @dataclass(frozen=True)
 class PruneSettings:
-    """Settings of one pruning run (Algorithm 1). Defaults are the released CIFAR protocol.
+    """Settings of one pruning run (Algorithm 1).
+
+    The defaults take the released CIFAR protocol's numbers (k = 10 channels every m = 50 minibatches of
+    256, 10 pre-training epochs, lr 0.1 then 0.01 divided by 1.5 every 10 epochs, SGD momentum 0.5, wd 5e-4,
+    stop at 5%) but are NOT the release in these details, which keep nslab's earlier readings so that cached
+    searches keep their keys: ``relu6_gates="after"``, ``drop_last=True``, bf16 on CUDA
+    (``precision="bf16"``), no stop when a layer empties (``stop_when_layer_empties=False``,
+    ``stop_rule="rank"``), the lr drop and decays one epoch later than the release (``lr_schedule="nslab"``)
+    and exactly k channels per step (``prune_ties="exact_k"``). The ``paper`` preset
+    (:mod:`nslab.config.presets`) sets the release's value of each; smoke, cpu and gpu keep the defaults of
+    the last three (their cached searches and the committed cpu figures were made with them; gpu sets
+    ``relu6_gates`` and ``drop_last`` as the release).
 
     Attributes:
         channels_per_step: k, channels removed per prune step.
@@ -66,15 +77,40 @@ class PruneSettings:
         pretrain_lr: learning rate of those epochs.
         pretrain_schedule: ``"constant"`` (the release) or ``"linear"`` (from ``pretrain_lr`` to zero over the
             pre-training epochs, step by step: a few epochs then end on a settled network).
-        lr: learning rate once pruning starts; divided by ``lr_decay`` every ``lr_decay_every`` epochs.
+        lr: learning rate once pruning starts; divided by ``lr_decay`` every ``lr_decay_every`` epochs
+            (from which epoch: ``lr_schedule``).
         lr_decay: divisor of the learning-rate schedule during pruning.
         lr_decay_every: epochs between learning-rate divisions during pruning.
         momentum: SGD momentum.
         weight_decay: SGD weight decay (L2).
         stop_fraction: pruning stops once ``N - int((1 - stop_fraction) * N)`` of the N starting
             channels remain (0.05: 138 of VGG11's 2752); in (0, 1).
-        stop_when_layer_empties: the released code's rule: stop everything when the k lowest-ranked
-            channels would empty a layer. Otherwise (default) a layer at one channel leaves the ranking.
+        stop_when_layer_empties: stop everything when the k lowest-ranked channels would empty a layer
+            (part of the release's rule, see ``stop_rule``). Otherwise (default) a layer at one channel
+            leaves the ranking.
+        stop_rule: ``"rank"`` (default): a layer down to one channel stops pruning only when that channel
+            ranks among the channels a step removes (with ``stop_when_layer_empties``). ``"release"``: also
+            stop at the first prune step at which some layer (wider at the start) is down to one channel,
+            whatever it ranks: the release scores pruned channels 0, at or below every threshold, so its
+            ``sum(gates) == 1`` check fires on that layer's dead channels (its ``prune.py``). ``paper`` uses
+            ``"release"``; smoke, cpu and gpu ``"rank"``, so their cached searches stay valid.
+        lr_schedule: which epochs run at which lr, counting epochs e = 1, 2, ... from the first pre-training
+            epoch (P = ``pretrain_epochs``, pruning runs from epoch P + 1 on in both). ``"nslab"`` (default):
+            epochs 1..P at ``pretrain_lr`` (``pretrain_schedule``), epoch e > P at
+            ``lr / lr_decay ** ((e - P - 1) // lr_decay_every)``: with the defaults epochs 1-10 at 0.1,
+            11-20 at 0.01, 21-30 at 0.01 / 1.5, ... ``"release"`` (its ``utils.adjust_learning_rate(search=
+            True)``; needs a constant ``pretrain_schedule``): epochs 1..P-1 at ``pretrain_lr``, epoch e >= P
+            at ``lr / lr_decay ** ((e - P) // lr_decay_every)``: epochs 1-9 at 0.1, the last pre-training
+            epoch (10) already at 0.01, 11-19 at 0.01, 20-29 at 0.01 / 1.5, 30-39 at 0.01 / 1.5**2, ...
+            (with P = 0 the release never switches to ``lr``: epochs 1-9 at ``pretrain_lr``, 10-19 at
+            ``pretrain_lr / 1.5``, ...). :func:`nslab.search.prune.search_lr` computes it. ``paper`` uses
+            ``"release"``; smoke, cpu and gpu ``"nslab"`` (their cached searches stay valid; cpu's linear
+            pre-training has no release form).
+        prune_ties: ``"exact_k"`` (default): a step removes exactly the k (``channels_per_step``, fewer
+            near the stop fraction) lowest-ranked channels, ties broken by position. ``"at_or_below"`` (the
+            release): it removes every candidate channel scoring at or below the k-th lowest score, so
+            channels tied at the threshold (e.g. dead channels all scoring 0) go in the same step, possibly
+            more than k. ``paper`` uses ``"at_or_below"``; smoke, cpu and gpu ``"exact_k"``.
         shrink: rebuild the network smaller where that is exact (else mask only).
         shrink_min_fraction: rebuild once at least this fraction of the physical channels of the
             shrinkable layers is masked (0: after every step); in [0, 1).
@@ -91,8 +127,9 @@ class PruneSettings:
         precision: arithmetic of the run's steps on CUDA, where the Taylor-FO scores accumulate: ``"bf16"``
             (bf16 autocast) or ``"fp32"`` (no autocast, TF32 off: the release). CPU runs are fp32 either way.
 
-    ``relu6_gates`` and ``drop_last`` came after results were cached: at their defaults they are left out
-    of the resolved settings (:func:`resolve`), so those results keep their keys.
+    ``relu6_gates``, ``drop_last``, ``precision``, ``stop_rule``, ``lr_schedule`` and ``prune_ties`` came
+    after results were cached: at their defaults they are left out of the resolved settings
+    (:func:`resolve`), so those results keep their keys.
     """
 
     channels_per_step: int = 10
@@ -118,12 +155,22 @@ class PruneSettings:
     # "bf16": bf16 autocast on CUDA (CPUs run fp32 anyway); "fp32": fp32 with TF32 off, as the release ran.
     # Taylor-FO sums z * dL/dz over a channel, which cancels most for the low-scored channels pruning removes.
     precision: str = dataclasses.field(default="bf16", metadata={"omit_default": True})
+    stop_rule: str = dataclasses.field(default="rank", metadata={"omit_default": True})
+    lr_schedule: str = dataclasses.field(default="nslab", metadata={"omit_default": True})
+    prune_ties: str = dataclasses.field(default="exact_k", metadata={"omit_default": True})
 
     def __post_init__(self) -> None:
         if self.relu6_gates not in ("after", "before"):
             raise ValueError(f"unknown relu6_gates {self.relu6_gates!r}; accepted: before, after")
         if self.precision not in ("bf16", "fp32"):
             raise ValueError(f"unknown precision {self.precision!r}; accepted: bf16, fp32")
+        for name, accepted in (("stop_rule", ("rank", "release")), ("lr_schedule", ("nslab", "release")),
+                               ("prune_ties", ("exact_k", "at_or_below"))):
+            if getattr(self, name) not in accepted:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; accepted: {', '.join(accepted)}")
+        if self.lr_schedule == "release" and self.pretrain_schedule != "constant":
+            raise ValueError("lr_schedule='release' runs the last pre-training epoch at lr: it needs "
+                             f"pretrain_schedule='constant', got {self.pretrain_schedule!r}")
         for name in ("channels_per_step", "batches_per_step", "batch_size", "lr_decay_every"):
             v = getattr(self, name)
             if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:

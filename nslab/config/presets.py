@@ -64,10 +64,14 @@ _SEEDS = (0, 1, 2, 3, 4)
 # minibatches of 256 on CIFAR (100 of 100 on TinyImageNet: ``prune_by_variant``), SGD momentum 0.5, wd 5e-4,
 # until 5% of the channels remain or a step would empty a layer; every minibatch of the DataLoader counts,
 # the last incomplete one of each epoch included; MobileNetV2's stem and head gates read before their ReLU6.
+# Three more details of the release: it stops at the first prune step after a layer is down to one channel
+# (stop_rule), its last pre-training epoch (10) already runs at 0.01 and the lr is divided by 1.5 at epochs
+# 20, 30, ... (lr_schedule), and a step removes every channel at or below the k-th lowest score (prune_ties).
 # The deviations that remain are listed in the README ("The paper profile and the release").
 # (Channels-last only changes the memory layout: on CUDA it feeds the tensor cores without transposes.)
 _PAPER_SEARCH = PruneSettings(stop_when_layer_empties=True, relu6_gates="before", drop_last=False, channels_last=True,
-                              precision="fp32")  # fp32 Taylor-FO scores, as the release ran
+                              precision="fp32",  # fp32 Taylor-FO scores, as the release ran
+                              stop_rule="release", lr_schedule="release", prune_ties="at_or_below")
 _PAPER_TINY_SEARCH = (("tiny", (("batches_per_step", 100), ("batch_size", 100))),)
 
 # Notebook 08 (beyond the paper): the methods trained at uniform's MACs per image instead of its parameters

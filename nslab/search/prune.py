@@ -55,13 +55,14 @@ __all__ = [
     "find_gates",
     "gate_gradients",
     "prune",
+    "search_lr",
     "shrink_model",
     "shrinkable_layers",
 ]
 
 CHECKPOINT = "prune_checkpoint.pt"
 _FORMAT = 1
-_DEFAULT = PruneSettings()  # the released CIFAR protocol
+_DEFAULT = PruneSettings()  # the release's numbers, not all its details (see PruneSettings)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -78,6 +79,24 @@ def _criterion(criterion, arch: str, dataset: Dataset, convcut: bool) -> tuple[C
     if isinstance(criterion, str):
         return make_criterion(criterion, arch, dataset, convcut), criterion
     return criterion, _NAMES.get(type(criterion)) or getattr(criterion, "__qualname__", type(criterion).__qualname__)
+
+
+def search_lr(s: PruneSettings, epoch: int) -> float:
+    """The learning rate of search epoch ``epoch`` (1-based, pre-training included; ``s.lr_schedule``).
+
+    ``"nslab"``: epochs ``1..P`` (P = ``s.pretrain_epochs``) at ``pretrain_lr`` (a ``"linear"``
+    ``pretrain_schedule`` starts each from there, see :func:`prune`), then epoch ``e > P`` at
+    ``lr / lr_decay ** ((e - P - 1) // lr_decay_every)``. ``"release"``: epochs ``1..P-1`` at ``pretrain_lr``,
+    epoch ``e >= P`` at ``lr / lr_decay ** ((e - P) // lr_decay_every)`` (the release's last pre-training epoch
+    already runs at ``lr``, its first decay comes at epoch ``P + lr_decay_every``); with ``P = 0`` the release
+    never switches to ``lr`` (its switch fires at epoch P, which does not occur), so the decays start from
+    ``pretrain_lr``. Pruning runs from epoch ``P + 1`` either way.
+    """
+    p = s.pretrain_epochs
+    if s.lr_schedule == "release":
+        base = s.lr if p >= 1 else s.pretrain_lr
+        return s.pretrain_lr if epoch < p else base / s.lr_decay ** ((epoch - p) // s.lr_decay_every)
+    return s.pretrain_lr if epoch <= p else s.lr / s.lr_decay ** ((epoch - p - 1) // s.lr_decay_every)
 
 
 def _sgd(model: nn.Module, s: PruneSettings) -> torch.optim.Optimizer:
@@ -157,8 +176,9 @@ def _pretrain(model, opt, batches: DeviceBatches, s: PruneSettings, seed: int, r
     with cudnn_benchmark(batches.device):
         for epoch in tqdm(range(run.pretrained, s.pretrain_epochs), desc="pre-train", disable=not progress,
                           leave=False):
+            lr = search_lr(s, epoch + 1)  # pretrain_lr, or lr for the release's last pre-training epoch
             train_one_epoch(model, batches.iterate(seed * 100_003 + epoch), opt,
-                            lambda i, e=epoch: s.pretrain_lr * ((1 - (e * n + i) / total) if linear else 1.0),
+                            lambda i, e=epoch, lr=lr: lr * ((1 - (e * n + i) / total) if linear else 1.0),
                             epoch=epoch + 1, graphs=graphs, amp=s.precision != "fp32")
             run.pretrained, run.pretrain_seconds = epoch + 1, time.perf_counter() - t0
             run.save(model, opt, pruner, 0, 0)
@@ -210,7 +230,7 @@ def _prune_epochs(model, opt, batches: DeviceBatches, s: PruneSettings, seed: in
     run.clock = time.perf_counter()
     try:
         while not pruner.done:
-            lr = s.lr / s.lr_decay ** (run.epoch // s.lr_decay_every)
+            lr = search_lr(s, s.pretrain_epochs + run.epoch + 1)
             stats = train_one_epoch(
                 model,
                 batches.iterate(seed * 100_003 + s.pretrain_epochs + run.epoch, start=run.position),
@@ -248,10 +268,11 @@ def prune(
 
     A fresh network (``widths``, default widths when ``None``; initialised from ``seed``) is trained
     ``pretrain_epochs`` epochs at ``pretrain_lr``; then training continues at ``lr`` (divided by
-    ``lr_decay`` every ``lr_decay_every`` epochs) and every ``batches_per_step`` minibatches the
-    ``channels_per_step`` lowest-scored channels (ranked globally) are removed (:class:`Pruner`). Once
-    every layer has lost a channel, each step records a row; pruning stops at ``stop_fraction`` of the
-    channels. Epoch e (0-based, pre-training included) draws its batches from ``seed * 100003 + e``.
+    ``lr_decay`` every ``lr_decay_every`` epochs; :func:`search_lr` gives each epoch's lr) and every
+    ``batches_per_step`` minibatches the ``channels_per_step`` lowest-scored channels (ranked globally) are
+    removed (:class:`Pruner`). Once every layer has lost a channel, each step records a row; pruning stops at
+    ``stop_fraction`` of the channels. Epoch e (0-based, pre-training included) draws its batches from
+    ``seed * 100003 + e``.
 
     Args:
         arch: architecture name.

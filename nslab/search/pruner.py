@@ -31,7 +31,7 @@ from .criteria import Scores, TaylorFO
 
 __all__ = ["PruneResult", "Pruner"]
 
-_DEFAULT = PruneSettings()  # the released CIFAR protocol
+_DEFAULT = PruneSettings()  # the release's numbers, not all its details (see PruneSettings)
 
 
 @dataclass
@@ -68,12 +68,13 @@ class PruneResult:
 
 
 def _select(
-    scores: Scores, alive: list[torch.Tensor], n: int, empties_stop: bool
+    scores: Scores, alive: list[torch.Tensor], n: int, empties_stop: bool, ties: bool = False
 ) -> list[tuple[int, int]] | None:
     """The ``n`` lowest-ranked alive channels, ranked globally; ``None`` when the released rule stops.
 
     A layer at one channel leaves the ranking unless ``empties_stop`` (then picking its last channel
-    stops pruning, which is signalled by returning ``None``).
+    stops pruning, which is signalled by returning ``None``). With ``ties`` (``prune_ties="at_or_below"``,
+    the release) ``n`` grows to every candidate scoring at or below the ``n``-th lowest score.
     """
     layer, chan, val = [], [], []
     for i, (s, a) in enumerate(zip(scores, alive)):
@@ -87,6 +88,8 @@ def _select(
         return []
     layer_t, chan_t, val_t = torch.cat(layer), torch.cat(chan), torch.cat(val)
     order = torch.argsort(val_t, stable=True)
+    if ties and n > 0:
+        n = int((val_t <= val_t[order[min(n, len(order)) - 1]]).sum())
     left = [int(a.sum()) for a in alive]
     picked: list[tuple[int, int]] = []
     for j in order.tolist():
@@ -206,10 +209,13 @@ class Pruner:
         if self.done or self._since < self.settings.batches_per_step:
             return False
         s = self.settings
-        picked = _select(
-            self.criterion(step.model), self.alive, min(s.channels_per_step, self.n_alive - self.target),
-            s.stop_when_layer_empties,
-        )
+        if s.stop_rule == "release" and any(int(a.sum()) == 1 < w0 for a, w0 in zip(self.alive, self.start)):
+            picked = None  # the release's sum(gates) == 1 check fires on that layer's dead channels
+        else:
+            picked = _select(
+                self.criterion(step.model), self.alive, min(s.channels_per_step, self.n_alive - self.target),
+                s.stop_when_layer_empties, s.prune_ties == "at_or_below",
+            )
         if not picked:
             self.stop_reason = "layer_empties" if picked is None else "no_candidates"
             step.stop = True
