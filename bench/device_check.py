@@ -92,22 +92,11 @@ def step_env(smoke: bool) -> dict:
 
 
 def _parts(arch: str, ratio: float, images: int, batch: int, dev, seed: int = 0):
-    import torch
+    """A model and the batches of ``images`` random CIFAR-shaped images, the last batch short."""
+    from gpu_throughput import run_parts  # bench/ is this script's folder, first on sys.path
 
-    from nslab import create_model, uniform_widths
-    from nslab.data import DeviceBatches, dataset_spec
-    from nslab.runs.loop import channels_last_ok
-
-    spec = dataset_spec("cifar10")
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (images, 3, spec.image_size, spec.image_size), generator=gen, dtype=torch.uint8)
-    y = torch.randint(0, spec.num_classes, (images,), generator=gen)
-    torch.manual_seed(seed)
-    model = create_model(arch, uniform_widths(arch, ratio), spec).to(dev)
-    cl = channels_last_ok(dev, model)
-    if cl:
-        model = model.to(memory_format=torch.channels_last)
-    return model, DeviceBatches(x, y, spec, dev, batch, train=True, drop_last=False, channels_last=cl)
+    model, _, batches = run_parts(dev, arch, ratio, batch, images, seed, drop_last=False)
+    return model, batches
 
 
 def _sync(dev) -> None:

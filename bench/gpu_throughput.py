@@ -36,8 +36,10 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _run_parts(device: torch.device, arch: str, ratio: float, batch: int, images: int, seed: int):
-    """A model, its SGD and a device-resident batch pipeline of ``images`` random CIFAR-10-shaped images."""
+def run_parts(device: torch.device, arch: str, ratio: float, batch: int, images: int, seed: int,
+              drop_last: bool = True):
+    """A model, its SGD and a device-resident batch pipeline of ``images`` random CIFAR-10-shaped images
+    (also ``bench/device_check.py``'s, which keeps the short last batch: ``drop_last=False``)."""
     from nslab import create_model, uniform_widths
     from nslab.data import DeviceBatches, dataset_spec
     from nslab.runs.loop import channels_last_ok
@@ -52,7 +54,7 @@ def _run_parts(device: torch.device, arch: str, ratio: float, batch: int, images
     if cl:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.5, weight_decay=5e-4)
-    batches = DeviceBatches(x, y, spec, device, batch, train=True, drop_last=True, channels_last=cl)
+    batches = DeviceBatches(x, y, spec, device, batch, train=True, drop_last=drop_last, channels_last=cl)
     return model, opt, batches
 
 
@@ -73,7 +75,7 @@ def measure_run(device: str, arch: str, ratio: float, batch: int, images: int, s
     dev = torch.device(device)
     if dev.type == "cpu" and barrier is not None:
         torch.set_num_threads(1)
-    model, opt, batches = _run_parts(dev, arch, ratio, batch, images, seed)
+    model, opt, batches = run_parts(dev, arch, ratio, batch, images, seed)
     sg = StepGraphs() if graphs else None
     if warmup_steps is None:
         warmup_steps = 20 if dev.type == "cuda" else 2
@@ -173,7 +175,7 @@ def measure_streams(k: int, device: str, arch: str, ratio: float, batch: int, im
             if cuda:
                 stream.wait_stream(torch.cuda.current_stream(dev))
             with torch.cuda.stream(stream):  # None (off CUDA): no-op
-                model, opt, batches = _run_parts(dev, arch, ratio, batch, images, i)
+                model, opt, batches = run_parts(dev, arch, ratio, batch, images, i)
                 model.train()
                 it = _forever(batches)
                 x, y = next(it)
