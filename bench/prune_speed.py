@@ -1,11 +1,13 @@
-"""Pruning with and without physical shrinking: same schedule, same seed, VGG11 on the CPU.
+"""Pruning with and without physical shrinking: same schedule, same seed, on the CPU.
 
-Both runs prune the default VGG11 (2752 channels) to 5% with the same Taylor-FO schedule on synthetic
-CIFAR-shaped data; one rebuilds the network smaller after every step, the other only masks channels.
-Prints both wall times of the pruning phase and their ratio (target: at least 2x).
+Both runs prune the default network (VGG11, 2752 channels; or with ``--model torchvision:NAME`` a torchvision
+network traced at 32x32 by ``Architecture.from_module``, its coupled groups pruned as wholes) to 5% with the same
+Taylor-FO schedule on synthetic CIFAR-shaped data; one rebuilds the network smaller after every step where it is
+exact, the other only masks channels. Prints both wall times of the pruning phase and their ratio (target: at least
+2x on VGG11, 1.5x on a torchvision network).
 
-Usage: ``flock /tmp/nslab-heavy.lock python bench/prune_speed.py [--channels-per-step 100] [--threads 2]``
-(``--smoke``: seconds, for tests/test_bench.py).
+Usage: ``flock /tmp/nslab-heavy.lock python bench/prune_speed.py [--model torchvision:resnet18]
+[--channels-per-step 100] [--threads 2]`` (``--smoke``: seconds, for tests/test_bench.py).
 """
 
 from __future__ import annotations
@@ -18,16 +20,30 @@ import numpy as np
 import torch
 
 from nslab.data import synthetic_data
+from nslab.models import Architecture, register
 from nslab.search.prune import PruneSettings, prune
+
+
+def network(model: str) -> str:
+    """The registered name to prune: a paper network's name as given, or ``torchvision:NAME`` traced and
+    registered (as ``tv_NAME``)."""
+    if ":" not in model:
+        return model
+    arch = Architecture.from_module(model, (3, 32, 32), name="tv_" + model.split(":")[1])
+    register(arch)
+    return arch.name
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="vgg11", help="a registered network, or torchvision:NAME (traced)")
     ap.add_argument("--channels-per-step", type=int, default=100)
     ap.add_argument("--batches-per-step", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--precision", choices=("bf16", "fp32"), default=PruneSettings().precision,
+                    help="fp32: shrinking and masking give the same trajectory (bf16 rounds them apart)")
     ap.add_argument("--smoke", action="store_true", help="a few images and 700-channel steps (seconds; tests)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -40,11 +56,12 @@ def main() -> None:
         batch_size=args.batch_size,
         pretrain_epochs=0,
         channels_last=True,
+        precision=args.precision,
     )
-    out = {}
+    arch, out = network(args.model), {}
     for shrink in (True, False):
         res = prune(
-            "vgg11", data, dataclasses.replace(settings, shrink=shrink), seed=args.seed, progress=False
+            arch, data, dataclasses.replace(settings, shrink=shrink), seed=args.seed, progress=False
         )
         out["shrink" if shrink else "mask"] = res
         print(
@@ -60,6 +77,7 @@ def main() -> None:
                 "shrink_s": round(a.seconds, 2),
                 "mask_s": round(b.seconds, 2),
                 "speedup": round(b.seconds / a.seconds, 2),
+                "model": args.model,
                 "same_first_rows": same,
                 "settings": dataclasses.asdict(settings),
                 "threads": args.threads,

@@ -1,8 +1,9 @@
 """nslab: a notebook-first lab for NeuralScale (CVPR 2020).
 
-The flat public API: build networks from width vectors and count their parameters exactly; fit the
-per-layer power law to a pruning trajectory and generate widths for any parameter budget; load data,
-train and time networks; prune, run architecture descent and the baselines; the presets of
+The flat public API: build networks from width vectors and count their parameters exactly (any CNN
+traced into an architecture by ``resolve_arch``, built back from generated widths by ``load_generated``);
+fit the per-layer power law to a pruning trajectory and generate widths for any parameter budget; load
+data, train and time networks; prune, run architecture descent and the baselines; the presets of
 :mod:`nslab.config`, the registries of networks (:mod:`nslab.models`), budget metrics
 (:mod:`nslab.scaling.metrics`) and scaling methods (:mod:`nslab.scaling.methods`). Where each concept lives:
 ``nslab/README.md``.
@@ -10,6 +11,7 @@ train and time networks; prune, run architecture descent and the baselines; the 
 
 from .config import PRESETS, Preset, PruneSettings, Recipe, SearchSettings, preset
 from .data import DeviceBatches, ImageData, load_dataset, synthetic_data
+from .generated import load_generated
 from .models import (
     Architecture,
     WidthGroup,
@@ -20,6 +22,7 @@ from .models import (
     macs_counter,
     param_count,
     register,
+    resolve_arch,
     uniform_widths,
 )
 from .runs.specs import recipe
@@ -56,6 +59,7 @@ __all__ = [
     "li_baseline",
     "load_dataset",
     "load_fit",
+    "load_generated",
     "load_run",
     "macs",
     "macs_counter",
@@ -73,6 +77,7 @@ __all__ = [
     "recipe",
     "register",
     "register_metric",
+    "resolve_arch",
     "scale_widths",
     "Scaled",
     "SearchRun",

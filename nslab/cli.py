@@ -17,16 +17,19 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from . import config
+from . import config, generated
 from .data import DATASETS
 from .device import torch_threads
-from .models import ARCHS, default_widths, param_count, uniform_widths
+from .models import ARCHS, default_widths, get_arch, macs, param_count, resolve_arch, uniform_widths
 from .reproduce import GridFailed, NotebookFailed
 from .scaling import powerlaw
 from .scaling.metrics import LATENCY, METRICS, PARAMS, get_metric
 from .scaling.solver import widths_for_budget
 
 __all__ = ["build_parser", "main"]
+
+ARCH_HELP = (f"a registered network ({', '.join(ARCHS)}) or a factory to trace: torchvision:NAME, timm:NAME, "
+             "package.module:function")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,7 +61,7 @@ def _command(sub, name: str, func: Callable[[argparse.Namespace], dict], help: s
 
 
 def _model_args(p: argparse.ArgumentParser, datasets: Sequence[str] = tuple(DATASETS)) -> None:
-    p.add_argument("arch", choices=list(ARCHS), help="architecture")
+    p.add_argument("arch", help=ARCH_HELP)
     p.add_argument("--dataset", default="cifar10", choices=list(datasets), help="dataset (default cifar10)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--widths", type=_csv(int, "integers"), help="comma-separated widths, forward order")
@@ -68,7 +71,7 @@ def _model_args(p: argparse.ArgumentParser, datasets: Sequence[str] = tuple(DATA
 
 def _run_args(p: argparse.ArgumentParser) -> None:
     """``search`` and ``baseline``: the network, the preset, the data and the run directory."""
-    p.add_argument("arch", choices=list(ARCHS), help="architecture")
+    p.add_argument("arch", help=ARCH_HELP)
     p.add_argument("--dataset", default="cifar10", choices=list(DATASETS), help="dataset (default cifar10)")
     p.add_argument("--profile", default="cpu", choices=list(config.PRESETS),
                    help="preset: smoke (synthetic data, seconds), cpu (default) or paper")
@@ -102,12 +105,11 @@ def _search_data(args: argparse.Namespace, search: config.SearchSettings):
 
 
 def cmd_params(args: argparse.Namespace) -> dict:
-    from .models import macs
-
     widths = _widths(args)
     return {"arch": args.arch, "dataset": args.dataset, "widths": widths,
             "params": param_count(args.arch, widths, args.dataset, args.convcut),
-            "macs": macs(args.arch, widths, args.dataset, args.convcut)}
+            "macs": macs(args.arch, widths, args.dataset, args.convcut),
+            "groups": list(get_arch(args.arch).width_names)}
 
 
 def cmd_fit(args: argparse.Namespace) -> dict:
@@ -115,28 +117,6 @@ def cmd_fit(args: argparse.Namespace) -> dict:
     if args.out:
         powerlaw.save_fit(args.out, law, arch=args.arch, dataset=args.dataset, convcut=args.convcut)
     return law.to_dict()
-
-
-def _law(args: argparse.Namespace) -> powerlaw.PowerLaw:
-    """The law ``generate`` uses (``--run``, ``--published`` or ``--fit``); fills in arch/dataset/convcut."""
-    if args.run:
-        from .search.descent import load_run
-
-        run = load_run(args.run)
-        args.arch, args.dataset, args.convcut = run.arch, run.dataset, run.convcut
-        return run.law(-1 if args.iteration is None else args.iteration)
-    if args.published:
-        law, arch, dataset = powerlaw.published_fit(args.published, args.iteration or 15)
-        args.arch, args.dataset = args.arch or arch, args.dataset or dataset
-        return law
-    if not args.fit:
-        raise ValueError("generate needs a law: --fit FIT.json, --published NAME or --run RUN_DIR")
-    meta = powerlaw.io.read_json(args.fit)
-    if isinstance(meta, dict):
-        args.arch = args.arch or meta.get("arch")
-        args.dataset = args.dataset or meta.get("dataset")
-        args.convcut = args.convcut or bool(meta.get("convcut", False))
-    return powerlaw.load_fit(args.fit, None if args.iteration is None else args.iteration - 1)
 
 
 # generate's shorthand flags: dest -> (the metric, whether the value is a target or a uniform ratio)
@@ -156,9 +136,12 @@ def _generate_budget(args: argparse.Namespace) -> tuple[str, str, float]:
 
 
 def cmd_generate(args: argparse.Namespace) -> dict:
-    law = _law(args)
+    # the law (--run, --published or --fit), which fills in the network and the fit's iteration
+    law, args.arch, args.dataset, args.convcut, args.iteration = generated.law_source(
+        args.run, args.fit, args.published, args.iteration, args.arch, args.dataset, args.convcut)
     if not args.arch or not args.dataset:
         raise ValueError("--arch and --dataset are required: the fit file does not record them")
+    resolve_arch(args.arch, args.dataset)  # a factory string the run or fit file names is traced again
     name, kind, value = _generate_budget(args)
     m, table = get_metric(name), None
     if m is LATENCY:  # this machine's per-layer table: timed on first use, then cached on disk
@@ -170,10 +153,18 @@ def cmd_generate(args: argparse.Namespace) -> dict:
     s = widths_for_budget(law, args.arch, args.dataset, target, round_to=args.round_to, min_width=args.min_width,
                           method=args.method, convcut=args.convcut, metric=m, latency=table)
     if m == PARAMS:  # the output of before, unchanged
-        return {"widths": s.widths, "params": s.params, "target": s.target, "rel_error": s.rel_error}
-    out = {"widths": s.widths, "params": s.params, "macs": s.macs, "target": s.target, "rel_error": s.rel_error}
-    out.update({"metric": s.metric}, **({} if m.field in out else {m.field or "value": s.achieved}))  # solved-for count
-    return {**out, **({"device": args.device, "batch": args.batch} if table is not None else {})}
+        out = {"widths": s.widths, "params": s.params, "target": s.target, "rel_error": s.rel_error}
+    else:
+        out = {"widths": s.widths, "params": s.params, "macs": s.macs, "target": s.target, "rel_error": s.rel_error}
+        out.update({"metric": s.metric}, **({} if m.field in out else {m.field or "value": s.achieved}))
+        out.update({"device": args.device, "batch": args.batch} if table is not None else {})
+    if args.out:  # written last and atomically: an error above leaves the file already there untouched
+        source = {k: getattr(args, k) for k in ("run", "fit", "published") if getattr(args, k)}
+        rec = generated.generated_record(args.arch, args.dataset, s.widths, args.convcut, iteration=args.iteration,
+                                         budget={"metric": m.name, "target": s.target, "achieved": s.achieved,
+                                                 "rel_error": s.rel_error}, source=source)
+        out["out"] = str(generated.write_generated(args.out, rec))
+    return out
 
 
 def cmd_train(args: argparse.Namespace) -> dict:
@@ -224,6 +215,9 @@ def cmd_search(args: argparse.Namespace) -> dict:
     search = config.preset(args.profile).search_for(None, pretrain_epochs=args.pretrain_epochs,
                                                     iterations=args.iterations,
                                                     variant=dataset_spec(args.dataset).variant)
+    if args.channels_per_step is not None:  # coarser steps: fewer, faster prune steps on a large network
+        cps = args.channels_per_step
+        search = dataclasses.replace(search, prune=dataclasses.replace(search.prune, channels_per_step=cps))
     data = _search_data(args, search)
     with torch_threads(search.threads):
         run = architecture_descent(args.arch, args.dataset, data, search, args.out, seed=args.seed,
@@ -293,9 +287,11 @@ def _add_generate(sub) -> None:
                      help="the authors' published VGG11 fits, shipped with nslab")
     src.add_argument("--run", help="a search run directory (`nslab search --out`); --iteration picks the fit")
     p.add_argument("--iteration", type=int, help="which fit of a multi-fit file or run (1-based; default last)")
-    p.add_argument("--arch", choices=list(ARCHS))
+    p.add_argument("--arch", help=ARCH_HELP + " (default: the run's or fit file's)")
     p.add_argument("--dataset", choices=list(DATASETS))
     p.add_argument("--convcut", action="store_true")
+    p.add_argument("--out", help="also write widths.json here (groups, widths, exact counts, budget; atomically): "
+                                 "nslab.load_generated(FILE) builds the network from it")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--budget", type=float, help="target number of parameters (in --metric's unit)")
     g.add_argument("--ratio", type=float, help="target = parameters (--metric) of the uniform network int(w * R)")
@@ -341,6 +337,7 @@ def _add_search(sub) -> None:
     _run_args(p)
     p.add_argument("--iterations", type=int, help="total descent iterations (default: the profile's)")
     p.add_argument("--pretrain-epochs", type=int, help="epochs of training before pruning (default: profile's)")
+    p.add_argument("--channels-per-step", type=int, help="channels pruned per step (default: the profile's)")
 
 
 def _add_baseline(sub) -> None:
@@ -411,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p = _command(sub, "fit", cmd_fit, "fit the per-layer power law to a pruning trajectory (Algorithm 2)")
     p.add_argument("trajectory", help="trajectory CSV (nslab's, or the authors' header-less one)")
-    p.add_argument("--arch", required=True, choices=list(ARCHS))
+    p.add_argument("--arch", required=True, help=ARCH_HELP)
     p.add_argument("--dataset", default="cifar10", choices=list(DATASETS))
     p.add_argument("--convcut", action="store_true")
     p.add_argument("--out", help="write the fit as JSON here")
@@ -432,6 +429,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     try:
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON only, whatever the package prints
+            if getattr(args, "arch", None):  # a factory string is traced at the dataset's image size, registered
+                resolve_arch(args.arch, args.dataset if getattr(args, "dataset", None) in DATASETS else None)
             out = args.func(args)
     except (ValueError, OSError, FloatingPointError) as e:
         print(f"{args.prog}: error: {_one_line(e)}", file=sys.stderr)

@@ -85,3 +85,18 @@ def test_bf16_ranking_smoke():
     res = last_json(run("bf16_ranking.py", "--smoke"))
     assert set(res["by_k"]) == {"4", "10", "40"} and res["channels"] > 40
     assert all(0 <= v["share_differs"] <= 1 and v["max_channels_differ"] <= int(k) for k, v in res["by_k"].items())
+
+
+def test_coverage_smoke():
+    out = run("coverage.py", "--smoke", "--search", timeout=600)  # three traces and two searches: ~40 s idle
+    res = last_json(out)
+    rows = {r["model"]: r for r in res["rows"]}
+    assert list(rows) == ["torchvision:resnet18", "torchvision:mobilenet_v3_small", "torchvision:shufflenet_v2_x0_5"]
+    r18 = rows["torchvision:resnet18"]
+    assert r18["groups"] == 12 and r18["counts_exact"] is True and r18["error"] is None and "rows" in r18["search"]
+    assert rows["torchvision:mobilenet_v3_small"]["counts_exact"] is True
+    shuffle = rows["torchvision:shufflenet_v2_x0_5"]  # refused with the op named, never counted
+    assert shuffle["counts_exact"] is None and shuffle["groups"] is None and "op 'view'" in shuffle["error"]
+    assert all(r["search"] or r["error"] for r in rows.values())  # each search ran, or says why not
+    assert "| model | groups | discovery (s) | counts exact | search smoke-runs | error |" in out
+    assert out.count("| `torchvision:") == 3

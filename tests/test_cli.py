@@ -16,7 +16,7 @@ SEARCH = ["search", "vgg11", "--profile", "smoke", "--iterations", "1", "--out",
 # progress bars and log lines must reach stderr only. Placeholders: {tmp} (the test's folder), {ref} (the
 # authors' reference files), {search} (a shared smoke search run directory).
 CASES = {
-    "params": (["params", "vgg11", "--ratio", "0.125"], ["arch", "dataset", "widths", "params", "macs"]),
+    "params": (["params", "vgg11", "--ratio", "0.125"], ["arch", "dataset", "widths", "params", "macs", "groups"]),
     "fit": (["fit", "{ref}/vgg_10_eff_c10_14.csv", "--arch", "vgg11", "--out", "{tmp}/fit.json"],
             ["alpha", "beta", "r2", "rows"]),
     "generate-fit": (["generate", "--fit", "{ref}/vgg_10_eff_c10.fits.json", "--arch", "vgg11", "--dataset",
@@ -131,7 +131,7 @@ def test_params(capfd):
     code, out, _ = run(capfd, "params", "vgg11", "--dataset", "cifar10", "--ratio", "0.25")
     assert code == 0 and json.loads(out) == {"arch": "vgg11", "dataset": "cifar10",
                                              "widths": [16, 32, 64, 64, 128, 128, 128, 128], "params": 579_786,
-                                             "macs": 9_880_832}
+                                             "macs": 9_880_832, "groups": [f"conv{i}" for i in range(1, 9)]}
     code, out, _ = run(capfd, "params", "resnet18", "--dataset", "cifar100")
     assert json.loads(out)["params"] == 11_218_340 and len(json.loads(out)["widths"]) == 17
     code, out, _ = run(capfd, "params", "mobilenetv2", "--dataset", "cifar100", "--convcut")
@@ -210,3 +210,147 @@ def test_generate_metric_flag_reads_the_registry(capfd):
     assert code == 2 and not out and "--macs is a macs budget: not one in --metric latency" in err
     code, out, err = run(capfd, *gen, "--metric", "flops", "--budget", "1")
     assert code == 2 and "invalid choice: 'flops'" in err
+
+
+# ---- your own network: a factory string through params, search, generate --out and load_generated ----------------
+# `usernet:small_cnn` is tests/usernet.py (importable: pytest puts tests/ on sys.path for its conftest.py), a user's
+# 3-group residual CNN; `torchvision:resnet18` is traced from torchvision (no weights).
+
+USER = "usernet:small_cnn"
+USER_SEARCH = ["search", USER, "--profile", "smoke", "--iterations", "1", "--channels-per-step", "2", "--quiet"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _registry_restored():
+    # a factory string is registered when first resolved; later test modules (over ARCHS) must not see it
+    from nslab.models import ARCHS, unregister
+
+    before = set(ARCHS)
+    yield
+    for name in set(ARCHS) - before:
+        unregister(name)
+
+
+@pytest.fixture(scope="module")
+def user_run(tmp_path_factory) -> Path:
+    """A 1-iteration smoke search (synthetic data, 2 channels per step) of the user's CNN, shared."""
+    out = tmp_path_factory.mktemp("user_search")
+    assert main([*USER_SEARCH, "--out", str(out)]) == 0
+    return out
+
+
+def measured(model, size: int = 32) -> tuple[int, int]:
+    """(parameters, MACs) counted on a built module: sum(numel) and FlopCounterMode's total / 2."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model.eval()(torch.randn(1, 3, size, size))
+    return sum(p.numel() for p in model.parameters()), fc.get_total_flops() // 2
+
+
+def test_params_of_a_traced_torchvision_network(capfd):
+    import torchvision
+
+    from nslab.models import create_model
+
+    code, out, err = run(capfd, "params", "torchvision:resnet18")
+    obj = one_json_object(out)
+    assert code == 0 and len(obj["groups"]) == len(obj["widths"]) == 12 and obj["groups"][0] == "conv1", err
+    ref = torchvision.models.resnet18(num_classes=10)  # the default widths and K = 10 are torchvision's network
+    assert (obj["params"], obj["macs"]) == measured(ref)
+    widths = [8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96]
+    code, out, _ = run(capfd, "params", "torchvision:resnet18", "--dataset", "cifar100", "--widths",
+                       ",".join(map(str, widths)))
+    obj = one_json_object(out)
+    assert obj["widths"] == widths and (obj["params"], obj["macs"]) == measured(
+        create_model("torchvision:resnet18", widths, "cifar100"))
+    code, out, _ = run(capfd, "params", "torchvision:resnet18", "--dataset", "tinyimagenet", "--ratio", "0.5")
+    obj = one_json_object(out)  # traced again at 64 px: the input size follows the dataset
+    assert obj["macs"] == measured(create_model("torchvision:resnet18", obj["widths"], "tinyimagenet"), 64)[1]
+
+
+def test_search_generate_and_load_a_users_network(capfd, user_run, tmp_path):
+    import nslab
+
+    settings = json.loads((user_run / "settings.json").read_text())
+    assert settings["arch"] == USER and settings["search"]["prune"]["channels_per_step"] == 2
+    assert (user_run / "iter_01" / "fit.json").is_file()
+    out_file = tmp_path / "widths.json"
+    code, out, err = run(capfd, "generate", "--run", user_run, "--budget", "30000", "--out", out_file)
+    obj = one_json_object(out)
+    assert code == 0 and obj["out"] == str(out_file) and abs(obj["rel_error"]) < 0.05, err
+    rec = json.loads(out_file.read_text())
+    assert rec["arch"] == rec["factory"] == USER and rec["input_size"] == [3, 32, 32] and rec["dataset"] == "cifar10"
+    assert rec["groups"] == ["stem.0", "block.0", "head.1"] and rec["widths"] == obj["widths"]
+    assert rec["iteration"] == 1 and rec["budget"]["target"] == 30000 and rec["budget"]["metric"] == "params"
+    model = nslab.load_generated(out_file)  # a fresh process would re-trace the factory: unregister it first
+    nslab.models.unregister(USER)
+    model = nslab.load_generated(out_file)
+    assert (rec["params"], rec["macs"]) == measured(model) and rec["params"] == obj["params"]
+    assert [model.stem[0].out_channels, model.block[0].out_channels, model.fc.in_features] == rec["widths"]
+
+
+def test_load_generated_refuses_a_changed_network(tmp_path):
+    import nslab
+    from nslab.generated import generated_record, write_generated
+
+    path = write_generated(tmp_path / "w.json", generated_record(USER, "cifar100", [8, 16, 24], budget=None))
+    assert nslab.load_generated(path).fc.out_features == 100
+    rec = json.loads(path.read_text())
+    path.write_text(json.dumps({**rec, "groups": ["stem.0", "block.1", "head.1"]}))
+    with pytest.raises(ValueError, match=r"usernet:small_cnn now has 3 width groups, the file names 3; first "
+                                         r"difference at entry 1: network 'block.0', file 'block.1'"):
+        nslab.load_generated(path)
+    path.write_text(json.dumps({**rec, "widths": [8, 16]}))
+    with pytest.raises(ValueError, match="expected 3 widths, got 2"):
+        nslab.load_generated(path)
+    path.write_text(json.dumps({"widths": [8]}))
+    with pytest.raises(ValueError, match=r"not a generated-widths file of format 1 \(missing \['arch', 'dataset', "
+                                         r"'groups'\]"):
+        nslab.load_generated(path)
+
+
+def test_resolve_arch_names_what_it_accepts():
+    from nslab.models import get_arch, resolve_arch
+
+    assert resolve_arch("vgg11", "tinyimagenet") is get_arch("vgg11")
+    a = resolve_arch(USER, "cifar10")
+    assert resolve_arch(USER) is a and get_arch(USER) is a and a.variants == ("cifar",)
+    with pytest.raises(ValueError, match=r"^unknown architecture 'vgg12'; accepted: a registered name \(vgg11, "
+                                         r"resnet18, mobilenetv2.*or a factory 'torchvision:NAME', 'timm:NAME' or "
+                                         r"'package.module:function'$"):
+        resolve_arch("vgg12")
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["params", "vgg12"], "unknown architecture 'vgg12'; accepted: a registered name (vgg11, resnet18"),
+    (["params", "usernet:needs_an_argument"], "factory 'usernet:needs_an_argument' failed: TypeError"),
+    (["params", "usernet:no_such_function"], "factory 'usernet:no_such_function': cannot import 'no_such_function'"),
+    (["params", "usernet:Flat64"], "cannot take an input of size (3, 32, 32)"),
+    (["params", USER, "--widths", "8,16"], "usernet:small_cnn: expected 3 widths, got 2: [8, 16]"),
+    (["params", USER, "--widths", "8,0,16"], "widths must be positive integers, got [8, 0, 16]"),
+    (["params", "torchvision:shufflenet_v2_x0_5"], "op 'view' in module 'stage2.0' makes a 5-D tensor"),
+    (["search", "torchvision:shufflenet_v2_x0_5", "--profile", "smoke", "--out", "{tmp}/s"], "a channel shuffle"),
+    (["generate", "--run", "{user_run}", "--budget", "10"], "params budget 10 is below the smallest network"),
+    (["generate", "--run", "{user_run}", "--budget", "1e15"], "outside the achievable range"),
+])
+def test_a_users_bad_input_exits_2_with_one_line(capfd, tmp_path, argv, match, request):
+    argv = [a.format(tmp=tmp_path, user_run=request.getfixturevalue("user_run") if "{user_run}" in a else "")
+            for a in argv]
+    code, out, err = run(capfd, *argv)
+    assert code == 2 and not out and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"nslab {argv[0]}: error:") and match in err and "Traceback" not in err
+
+
+def test_generate_out_never_damages_the_file_there(capfd, user_run, tmp_path):
+    target = tmp_path / "widths.json"
+    target.write_text("the user's earlier widths\n")
+    code, out, err = run(capfd, "generate", "--run", user_run, "--budget", "10", "--out", target)
+    assert code == 2 and not out and "below the smallest" in err
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    code, out, err = run(capfd, "generate", "--run", user_run, "--budget", "30000", "--out", folder)
+    assert code == 2 and not out and err.startswith("nslab generate: error:") and str(folder) in err
+    assert target.read_text() == "the user's earlier widths\n" and list(folder.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_folder", "widths.json"]  # no temp file left behind

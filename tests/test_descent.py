@@ -13,6 +13,7 @@ from nslab import io
 from nslab.config import PruneSettings, SearchSettings
 from nslab.data import synthetic_data
 from nslab.models import param_count, uniform_widths
+from nslab.scaling.methods import Context, morphnet_base
 from nslab.search.descent import architecture_descent, iteration_dir, load_run
 
 TINY = SearchSettings(
@@ -65,6 +66,11 @@ def test_descent_writes_typed_results_and_reads_them_back(tmp_path, data):
         assert it.generated.params == param_count("vgg11", it.generated.widths)
         assert abs(it.generated.params - budget) / budget < 0.02 and np.isfinite(it.change)
         assert not (d / "prune").exists()  # the pruning checkpoint goes once the iteration is done
+    # MorphNet's network is the one iteration 1 kept when exactly half the start network's channels were left
+    n = sum(uniform_widths("vgg11", 0.125))
+    first = res.iterations[0]
+    assert sum(first.at_half) == n - int(0.5 * n) and list(first.at_half) not in first.widths.tolist()
+    assert morphnet_base(Context.from_run(res)) == list(first.at_half)
     # iteration 2 starts from the widths iteration 1 generated
     assert list(res.iterations[1].start) == res.iterations[0].generated.widths
     settings = io.read_json(run / "settings.json")

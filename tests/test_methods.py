@@ -50,13 +50,12 @@ def test_morphnet_keeps_half_of_the_start_network_not_of_the_default(authors):
     assert sum(morphnet_base(authors)) == pytest.approx(0.5 * sum(default_widths("vgg11")), rel=0.01)
     small = dataclasses.replace(authors, start_ratio=0.5)
     assert sum(morphnet_base(small)) == pytest.approx(0.5 * sum(small.start), rel=0.01)
-    # from a trajectory: the first row at or below the pruner's own stopping point
-    start = uniform_widths("vgg11", 0.125)
-    rows = np.asarray([[max(1, round(w * f)) for w in start] for f in np.linspace(0.95, 0.3, 14)], dtype=np.int64)
-    ctx = Context("vgg11", "cifar10", start_ratio=0.125, trajectory=rows)
-    n = sum(start)
-    first = next(r for r in rows if r.sum() <= n - int(0.5 * n))
-    assert morphnet_base(ctx) == first.tolist()
+    # the network the search kept at the half point, when there is one: taken as it is
+    kept = tuple(max(1, w // 2) for w in uniform_widths("vgg11", 0.125))
+    ctx = Context("vgg11", "cifar10", start_ratio=0.125, laws=authors.laws, morphnet_widths=kept)
+    assert morphnet_base(ctx) == list(kept)
+    assert morphnet_base(dataclasses.replace(ctx, morphnet_widths=None)) == list(
+        morphnet_base(dataclasses.replace(authors, start_ratio=0.125)))
     with pytest.raises(ValueError, match="morphnet_keep must be in"):
         morphnet_base(dataclasses.replace(ctx, morphnet_keep=0))
 

@@ -187,9 +187,12 @@ def test_available_fits_finds_project_searches(tmp_path, fit, ref_dir):
     fits = explorer.available_fits([tmp_path])
     assert "authors: vgg11-cifar100, iteration 1" in fits
     mine = fits["this project: vgg11_cifar10_pe10_abc, iteration 1"]
-    assert mine.law == law and mine.context.trajectory is not None
-    # MorphNet's network is read off the trajectory itself: a recorded row with half the channels
-    assert morphnet_base(mine.context) in w.tolist()
+    assert mine.law == law and mine.context.morphnet_widths is None  # this run kept no half point
+    assert sum(morphnet_base(mine.context)) == pytest.approx(0.5 * 2752, rel=0.01)  # so the law's point
+    kept = [32, 64, 128, 128, 256, 256, 256, 256]
+    write_authors_run(tmp_path / "kept", ref_dir, "vgg11_cifar10_pe10_kept", at_half=kept)
+    assert morphnet_base(explorer.available_fits([tmp_path / "kept"])[
+        "this project: vgg11_cifar10_pe10_kept, iteration 1"].context) == kept
 
 
 def test_explorer_widget_opens_on_the_named_fit_with_human_readouts(fit):

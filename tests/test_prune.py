@@ -241,6 +241,21 @@ def test_pruner_records_exact_strictly_decreasing_rows(data):
     assert sum(q.numel() for q in res.model.parameters()) == param_count("vgg11", res.final_widths)
 
 
+def test_the_half_point_is_kept_exactly_as_a_run_stopping_there_ends(data):
+    # MorphNet's network: the start network with exactly N - int(0.5 N) channels left, layers never pruned at
+    # their start width (the release's bases), not the first recorded row at or below half (recording starts
+    # once every layer lost a channel, and 4-channel steps from 78 never land on 39).
+    widths = [6, 8, 8, 10, 10, 12, 12, 40]  # a wide last layer keeps some channels of the others whole
+    n = sum(widths)
+    search = prune("vgg11", data, dataclasses.replace(FAST, stop_fraction=0.2), widths=widths, seed=1, progress=False)
+    alone = prune("vgg11", data, dataclasses.replace(FAST, stop_fraction=0.5), widths=widths, seed=1, progress=False)
+    assert sum(search.at_half) == n - int(0.5 * n) == sum(alone.final_widths)
+    assert search.at_half == alone.final_widths  # the same network a MorphNet run stopping at half reaches
+    assert alone.at_half == alone.final_widths
+    assert all(1 <= w <= w0 for w, w0 in zip(search.at_half, widths))
+    assert search.at_half not in search.widths.tolist()
+
+
 @pytest.mark.parametrize("arch", ["resnet18", "mobilenetv2"])
 def test_pruner_rows_exact_for_residual_archs(arch, data):
     s = dataclasses.replace(FAST, channels_per_step=8, stop_fraction=0.2)
@@ -377,6 +392,7 @@ prune("vgg11", data, SETTINGS, widths=WIDTHS, seed=3, progress=False, on_row=on_
     assert np.array_equal(resumed.widths, full.widths) and np.array_equal(resumed.params, full.params)
     assert resumed.losses == full.losses and resumed.steps == full.steps
     assert resumed.final_widths == full.final_widths and resumed.stop_reason == full.stop_reason
+    assert resumed.at_half == full.at_half is not None
     assert seen == [4, 5, 6]  # the finished steps were not redone
     assert not run.exists()  # a finished run leaves no checkpoint (and no empty run directory)
 

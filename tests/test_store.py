@@ -93,7 +93,7 @@ def test_comparison_table_puts_the_paper_beside_the_run():
                {"method": "uniform", "ratio": 0.5, "params": 2_300_000, "latency_ms": float("nan"),
                 "acc_mean": 79.0, "acc_std": 0.0, "n": 1}]
     paper = results.paper_results(table=1, arch="vgg11", dataset="cifar10")
-    rows = results.comparison_table(summary, paper, arch="vgg11", dataset="cifar10")
+    rows = results.comparison_table(summary, paper, arch="vgg11", dataset="cifar10", epochs=300)
     assert rows[0]["paper_accuracy"] == "91.22 ± 0.15" and rows[0]["accuracy"] == "80.00 ± 0.50"
     assert rows[0]["paper_params_m"] == 0.58 and rows[0]["params_m"] == pytest.approx(0.5796)
     assert rows[0]["paper_latency_ms"] == 2.94 and rows[0]["label"] == "NeuralScale (Iteration = 15)"

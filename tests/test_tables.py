@@ -6,11 +6,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from nslab.config import preset
+from nslab.config import Setting, preset, resolve
 from nslab.models import macs, uniform_widths
 from nslab.paths import Paths
 from nslab.runs import studies
-from nslab.views import tables
+from nslab.runs.specs import settings_for
+from nslab.views import scope, tables
 
 
 def record(method="uniform", arch="vgg11", dataset="cifar10", ratio=0.25, seed=0, acc=80.0, **kw):
@@ -89,9 +90,29 @@ def test_the_paper_stands_only_beside_its_own_setting():
     small = tables.summarize([record(arch="resnet18", dataset="cifar100", params=640_000)])
     assert tables.comparison_table(small, paper)[0]["paper_accuracy"] == ""
     near = tables.summarize([record(arch="resnet18", dataset="cifar100", params=690_000)])
-    assert tables.comparison_table(near, paper)[0]["paper_accuracy"] == "68.10 ± 0.40"
+    assert tables.comparison_table(near, paper, epochs=300)[0]["paper_accuracy"] == "68.10 ± 0.40"
     # the arch and dataset passed in win over the rows'
-    assert tables.comparison_table(near, paper, dataset="cifar10")[0]["paper_accuracy"] == ""
+    assert tables.comparison_table(near, paper, dataset="cifar10", epochs=300)[0]["paper_accuracy"] == ""
+
+
+def test_the_papers_accuracy_stands_only_beside_a_run_as_long_as_the_papers():
+    paper = tables.paper_results(table=1, arch="vgg11", dataset="cifar10")
+    summary = tables.summarize([record(params=579_000, acc=52.5)])  # the paper's setting and parameter count
+    full = tables.comparison_table(summary, paper, epochs=300)[0]
+    assert full["paper_accuracy"] == "88.18 ± 0.16" and full["accuracy"] == "52.50"
+    for epochs in (4, 8, None):  # shorter than the paper's 300, or not known
+        row = tables.comparison_table(summary, paper, epochs=epochs)[0]
+        assert row["paper_accuracy"] == "" and row["accuracy"] == "52.50"
+        assert row["paper_setting"] == "vgg11 cifar10, 0.58M params, 88.18 ± 0.16%"  # still named, with its accuracy
+        assert row["paper_params_m"] == 0.58 and row["paper_latency_ms"] == full["paper_latency_ms"] == 1.29
+    assert (scope.paper_epochs("cifar10"), scope.paper_epochs("cifar100"), scope.paper_epochs("tinyimagenet")) == (
+        300, 300, 150)
+    # Table 1 through paper_table: the cpu profile trains it for 8 epochs, the paper profile for the paper's 300
+    done = [(preset("cpu").benchmark[0], [], summary)]
+    assert scope.run_epochs(preset("cpu"), done[0][0]) == 8
+    assert [r["paper_accuracy"] for r in tables.paper_table(done, 1, p=preset("cpu"))] == [""]
+    assert [r["paper_accuracy"] for r in tables.paper_table(done, 1, p=preset("paper"))] == ["88.18 ± 0.16"]
+    assert tables.paper_table(done, 1)[0]["paper_accuracy"] == ""  # no preset: the runs' length is not known
 
 
 def test_paper_table_pairs_no_run_with_another_datasets_row():
@@ -131,10 +152,39 @@ def test_caption_says_what_ran_and_what_was_left_out():
     assert "Left out: Li et al. (L1 pruning, fine-tuned): Li et al. train the full-width network" in cap
     assert "Left out" not in tables.caption(cpu, "Table 5: x", cpu.convcut[:1], table=5)  # no Li in Table 5
     assert f"Accuracies after {epochs} epochs, not the paper's 300: compare the order" in cap
+    assert "the paper's accuracies are in paper_setting only" in cap and scope.MARKER not in cap
     assert "not the paper's" not in tables.caption(preset("paper"), "t", preset("paper").benchmark[:1])
     smoke = preset("smoke")
     assert "synthetic training images" in tables.caption(smoke, "t", smoke.benchmark[:1])
     assert "(paper: cifar100)" in tables.caption(smoke, "t", smoke.benchmark[1:])
+
+
+def test_study_scale_captions_and_titles_say_they_exercise_the_code_path():
+    cpu = preset("cpu")
+    study = [cpu.benchmark[1], *cpu.pretrain, *cpu.convcut]  # Table 2's resnet18 row, Tables 3-6
+    assert all(s.exercise and "epochs, images and seeds" in s.exercise for s in study)
+    assert cpu.benchmark[0].exercise is None and cpu.descent.exercise is None  # Table 1 tests the paper's finding
+    for s in study:
+        r = settings_for(cpu, s).recipe
+        why = f"{scope.MARKER} ({r.epochs} epochs on {r.subset:,} training images, 1 seed: {s.exercise})"
+        assert r.epochs < 300 and len(s.seeds) == 1 and not s.extra_seeds
+        cap = tables.caption(cpu, f"Table {s.table}: x", [s], table=s.table)
+        assert cap.startswith(f"Table {s.table}: x: {why} (cpu profile: {s.arch} {s.dataset}")
+        assert "the paper's accuracies are in paper_setting only" in cap and "compare the order" not in cap
+        assert scope.figure_title(cpu, "Figure 6: y", [s]) == f"Figure 6: y: {why}"
+    assert scope.figure_title(cpu, "Figure 4: y", cpu.benchmark[:1]) == "Figure 4: y"
+    smoke = preset("smoke")  # synthetic: every setting exercises the code path
+    assert f"{scope.MARKER} (1 epoch on 64 synthetic training images, 1-2 seeds: {scope.SYNTHETIC})" in (
+        tables.caption(smoke, "Table 1: x", smoke.benchmark[:1], table=1))
+    assert scope.exercise(preset("paper"), preset("paper").benchmark) == ""
+
+
+def test_the_exercise_reason_is_no_part_of_any_key():
+    s = preset("cpu").pretrain[0]
+    bare = dataclasses.replace(s, exercise=None)
+    assert "exercise" not in resolve(bare) and resolve(s)["exercise"] == s.exercise  # omit_default
+    assert settings_for(preset("cpu"), s) == settings_for(preset("cpu"), bare)
+    assert "exercise" not in resolve(Setting("vgg11", "cifar10", "cifar10", (0.25,)))
 
 
 # --- the grid: one network is not run twice ---------------------------------------------------------------

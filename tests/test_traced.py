@@ -353,3 +353,28 @@ def test_a_traced_network_goes_through_prune_fit_and_solve():
         assert sol.params == nslab.param_count("seqtoy", sol.widths) and abs(sol.rel_error) < 0.05
     finally:
         unregister("seqtoy")
+
+
+def test_fixed_groups_are_not_widths_and_counts_stay_exact():
+    from nslab.models.traced_arch import fixed_groups
+
+    full = traced("resnet18")
+    arch = Architecture.from_module("torchvision:resnet18", (3, 32, 32), name="tv_r18_fixed", ignored=["layer4"])
+    fixed = fixed_groups(arch)
+    # layer4's stream and its two block-internal widths keep 512 (layer3's stream, which layer4 only reads, does not)
+    assert [g.default for g in fixed] == [512, 512, 512] and len(arch.groups) == len(full.groups) - 3
+    assert all(any(o.startswith("layer4.") and r != "in" for o, r, _ in g.members) for g in fixed)
+    assert "fixed (not searched): " in arch.description and fixed_groups(full) == ()
+    names = [g.name for g in full.groups]
+    rng = random.Random("fixed")
+    for low, high in ((0.2, 1.0), (1.0, 1.8)):
+        w = random_widths(arch, rng, low, high)
+        assert measured(arch, w) == (arch.params(w, 10, "cifar", False), arch.macs(w, 10, "cifar", False, 32))
+        wf = list(full.default_widths)
+        for g, x in zip(arch.groups, w):
+            wf[names.index(g.name)] = x
+        assert arch.params(w, 10, "cifar", False) == full.params(wf, 10, "cifar", False)
+    model = arch.build(list(arch.default_widths), 10, "cifar", False)
+    assert sorted({m.index for m in model.modules() if isinstance(m, Gate)}) == list(range(len(arch.groups)))
+    with pytest.raises(ValueError, match="expected 9 widths"):
+        arch.build(list(full.default_widths), 10, "cifar", False)

@@ -7,7 +7,7 @@ This module knows no dataset: the dataset *variant* (``"cifar"`` or ``"tiny"``, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .parts import BaselineSettings, LatencySettings, Recipe, Resources, SearchSettings, scale_epochs
@@ -53,6 +53,10 @@ class Setting:
         train_subset: training images of this setting's from-scratch runs (``None``: the preset's).
         epochs: epochs of those runs (``None``: the preset's).
         test_subset: evaluate those runs on N class-balanced test images (``None``: all).
+        exercise: why this setting's runs exercise the code path instead of testing the paper's finding
+            (too few epochs, images or seeds for the methods to separate); every caption, figure title and
+            conclusion of its runs says so (:func:`nslab.views.scope.exercise`). ``None``: they test it.
+            Display only: part of no cache key (``omit_default`` keeps it out of resolved settings).
     """
 
     arch: str
@@ -72,6 +76,7 @@ class Setting:
     train_subset: int | None = None
     epochs: int | None = None
     test_subset: int | None = None
+    exercise: str | None = field(default=None, metadata={"omit_default": True})
 
     @property
     def slug(self) -> str:

@@ -13,6 +13,7 @@ from .registry import (
     param_count,
     param_counter,
     register,
+    resolve_arch,
     uniform_widths,
     unregister,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "param_count",
     "param_counter",
     "register",
+    "resolve_arch",
     "uniform_widths",
     "unregister",
 ]

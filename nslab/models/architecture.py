@@ -125,7 +125,7 @@ class Architecture:
 
     @classmethod
     def from_module(cls, factory, input_size: Sequence[int] = (3, 32, 32), name: str | None = None,
-                    check: bool = True) -> Architecture:
+                    check: bool = True, ignored: Sequence[str] = ()) -> Architecture:
         """An architecture for any CNN: its coupled channel groups, traced, as the width vector.
 
         Args:
@@ -134,6 +134,8 @@ class Architecture:
             input_size: (C, H, H) of one image, H = 32 (variant ``"cifar"``) or 64 (``"tiny"``).
             name: the registry name (default: the factory's label).
             check: also build once at widths unlike the default (meta device) and compare the counts there.
+            ignored: module names whose width groups keep their width: fixed, not entries of the width vector
+                (:func:`nslab.models.traced_arch.fixed_groups` and the description list them).
 
         Returns:
             The Architecture (register it with :func:`nslab.models.register`); see
@@ -144,6 +146,6 @@ class Architecture:
         """
         from .traced_arch import traced_parts
 
-        parts = traced_parts(factory, input_size, name, check)
+        parts = traced_parts(factory, input_size, name, check, ignored)
         parts["groups"] = tuple(WidthGroup(n, d, layers, members) for n, d, layers, members in parts["groups"])
         return cls(**parts)

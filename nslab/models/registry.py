@@ -11,6 +11,7 @@ from ..data import DatasetSpec, dataset_spec
 from . import mobilenet, resnet, vgg
 from .architecture import Architecture
 from .common import Gate, check_widths
+from .traced_arch import traced_network
 
 # The registered networks by name (insertion order: the paper's three first). Read it; change it through
 # register / unregister.
@@ -78,6 +79,49 @@ def get_arch(name: str) -> Architecture:
         return ARCHS[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown architecture {name!r}; accepted: {', '.join(ARCHS)}") from None
+
+
+FACTORY_FORMS = "'torchvision:NAME', 'timm:NAME' or 'package.module:function'"
+
+
+def resolve_arch(arch: str, input_size: Sequence[int] | str | DatasetSpec | None = None) -> Architecture:
+    """The architecture a name or a factory string stands for: registered names first, else a traced network.
+
+    A factory string (``"torchvision:resnet34"``, ``"timm:efficientnet_b0"``, ``"package.module:function"``) is
+    traced with :meth:`Architecture.from_module` and registered under that string, so that every name-taking
+    function of nslab (``param_count``, ``architecture_descent``, ``load_run``, ...) accepts it afterwards.
+
+    Args:
+        arch: a registered name (:data:`ARCHS`) or a factory string.
+        input_size: (C, H, H) of one image, or a dataset (name or spec) whose image size to trace at (32 px for
+            CIFAR, 64 px for TinyImageNet); ``None``: a registered architecture as it is, a new trace at 32 px.
+            A factory string registered at another size is traced again at this one and replaces it.
+
+    Returns:
+        The registered :class:`Architecture`.
+
+    Raises:
+        ValueError: one line: an unknown name (naming the registered ones and the factory forms), or what
+            :meth:`Architecture.from_module` refuses (a failing factory, an input size or op it cannot take).
+    """
+    if isinstance(input_size, (str, DatasetSpec)):
+        spec = input_size if isinstance(input_size, DatasetSpec) else dataset_spec(input_size)
+        input_size = (3, spec.image_size, spec.image_size)
+    size = None if input_size is None else tuple(input_size)
+    known = ARCHS.get(arch) if isinstance(arch, str) else None
+    if known is not None and (size is None or ":" not in arch or _traced_size(known) in (None, size)):
+        return known
+    if not isinstance(arch, str) or arch.count(":") != 1 or not all(arch.split(":")):
+        raise ValueError(f"unknown architecture {arch!r}; accepted: a registered name ({', '.join(ARCHS)}) or a "
+                         f"factory {FACTORY_FORMS}")
+    traced = Architecture.from_module(arch, (3, 32, 32) if size is None else size, name=arch)
+    return register(traced, replace=True, check=False)  # from_module has built and counted it at probe widths
+
+
+def _traced_size(a: Architecture) -> tuple[int, ...] | None:
+    """(C, H, W) a traced architecture was traced at; ``None`` for a hand-written one."""
+    t = traced_network(a)
+    return None if t is None else tuple(t.input_size)
 
 
 # The paper's networks. Not built at import (the first meta build costs ~1 s): tests/test_models.py proves

@@ -5,13 +5,16 @@ Linear, BatchNorm, GroupNorm, LayerNorm and per-channel parameter whose size cha
 drawn like the factory drew the old ones: a constant tensor (a BatchNorm's 1 and 0, a zero bias, a layer scale of
 1e-6) stays that constant; any other is resampled from the old tensor's values, a weight scaled by
 ``sqrt(fan_in_old / fan_in_new)`` so that its variance follows the fan-in as the usual initialisations do. Tensors
-whose size does not change keep the factory's values. Then one :class:`~nslab.models.Gate` per group is attached to
-the group's anchor module (run by a forward hook on its output), and the network's own gates, if it had any, become
-identities.
+whose size does not change keep the factory's values. Then every group is gated at each of its members' outputs
+(:func:`gate_members`: a forward hook runs the output through the gate): the first carries the group's
+:class:`~nslab.models.Gate`, the others a :class:`MemberGate` of the same index, so that masking a channel zeroes it on
+every branch a residual add, a depthwise conv or a squeeze-and-excitation gate ties together, and Taylor-FO reads the
+gradient of one gate shared by all of them. The network's own gates, if it had any, become identities.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
@@ -19,10 +22,54 @@ import torch
 from torch import nn
 
 from .common import Gate
-from .polynomial import evaluate_form
+from .polynomial import evaluate_form, form_var
 from .traced import Traced, make_network
 
-__all__ = ["build_traced"]
+__all__ = ["MemberGate", "build_traced", "gate_members"]
+
+_CHANNEL_FIRST = (nn.Conv2d, nn.BatchNorm2d, nn.GroupNorm)  # modules whose output is (N, C, H, W), channels at dim 1
+
+
+class MemberGate(nn.Identity):
+    """A second (third, ...) gated output of width group ``index`` of a traced network: masked and scored with the
+    group's :class:`~nslab.models.Gate` (:func:`nslab.search.channels.gate_points` lists both)."""
+
+    def __init__(self, index: int):
+        super().__init__()
+        self.index = index
+
+    def extra_repr(self) -> str:
+        return f"index={self.index}"
+
+
+def gate_members(traced: Traced, i: int, modules: dict[str, nn.Module]) -> list[str]:
+    """The members of group ``i`` whose outputs are gated: where a mask zeroes the group's channels on every branch.
+
+    A member is gated when its output's channel dimension (dim 1: a Conv2d, BatchNorm2d or GroupNorm) is exactly the
+    group (its Form is ``w_i``: not a concatenation's consumer, which mixes groups): every normalisation of the group,
+    and every conv output not read first by one of those norms (a conv followed by its BatchNorm is gated after the
+    norm only, since a BatchNorm turns a zeroed input channel into its bias). Forward order.
+
+    Args:
+        traced: the traced network; i: the group's index in ``traced.groups``; modules: the built network's modules.
+
+    Returns:
+        Module names (possibly empty: the caller falls back to the group's anchor).
+    """
+    whole, dims = form_var(i), traced.dims
+    pos = {n: k for k, n in enumerate(traced.order)}
+    members = traced.groups[i].members
+    norms = {o for o, r, _ in members if r == "norm" and dims[o]["norm"] == whole and
+             isinstance(modules.get(o), _CHANNEL_FIRST)}
+    out = []
+    for o, r, _ in members:
+        if o in norms and r == "norm":
+            out.append(o)
+        elif r == "out" and dims[o]["out"] == whole and isinstance(modules.get(o), nn.Conv2d):
+            k = pos.get(o, -2) + 1
+            if not (0 < k < len(traced.order) and traced.order[k] in norms):
+                out.append(o)
+    return out
 
 
 def _redraw(old: torch.Tensor, shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
@@ -97,18 +144,22 @@ def _replace_gates(model: nn.Module) -> None:
             setattr(model.get_submodule(parent) if parent else model, child, nn.Identity())
 
 
-def build_traced(traced: Traced, widths: Sequence[int], num_classes: int, seed: int | None = None) -> nn.Module:
+def build_traced(traced: Traced, widths: Sequence[int], num_classes: int, seed: int | None = None,
+                 gated: Sequence[int] | None = None) -> nn.Module:
     """The traced network with exactly these group widths and classes, freshly built (CPU float32).
 
     Args:
         traced: from :func:`nslab.models.traced.trace`.
-        widths: one positive int per group (validated by the caller).
+        widths: one positive int per group of ``traced.groups`` (validated by the caller).
         num_classes: K; must be the factory's K when no layer's outputs are the logits.
         seed: seeds the resampling of resized tensors; ``None``: torch's global RNG, like the factory's own
             draws (so ``seed_everything`` makes the whole build reproducible).
+        gated: the groups (indices into ``traced.groups``) that get gates, gate index = position in this list (the
+            width vector's entries); ``None``: all of them. A fixed group gets none.
 
     Returns:
-        The network; one :class:`~nslab.models.Gate` per group, index = the group's position.
+        The network; group ``gated[j]`` carries one :class:`~nslab.models.Gate` of index j and a
+        :class:`MemberGate` of index j on each of its other gated members (:func:`gate_members`).
 
     Raises:
         ValueError: a size a module cannot take (named), or a K the network cannot change.
@@ -117,7 +168,12 @@ def build_traced(traced: Traced, widths: Sequence[int], num_classes: int, seed: 
         raise ValueError(f"{traced.label}: no layer's outputs are the logits, so num_classes must stay "
                          f"{traced.default_classes}, got {num_classes}")
     values = traced.values(widths, num_classes)
-    model = make_network(traced.factory, traced.label)
+    if torch.get_default_device().type == "meta":  # no data, no random draws: a copy of one meta build will do
+        if traced.meta_template is None:
+            traced.meta_template = make_network(traced.factory, traced.label)
+        model = copy.deepcopy(traced.meta_template)
+    else:
+        model = make_network(traced.factory, traced.label)
     _replace_gates(model)
     gen = None if seed is None else torch.Generator().manual_seed(seed)
     params = dict(model.named_parameters())
@@ -129,8 +185,10 @@ def build_traced(traced: Traced, widths: Sequence[int], num_classes: int, seed: 
             _set(model.get_submodule(mod) if mod else model, attr, shape, gen)
         else:
             _resize(owner, model.get_submodule(owner), traced.kinds[owner], size, gen)
-    for i, g in enumerate(traced.groups):
-        anchor = model.get_submodule(g.anchor)
-        anchor.nslab_gate = Gate(i)
-        anchor.register_forward_hook(_apply_gate)
+    modules = dict(model.named_modules())
+    for j, i in enumerate(range(len(traced.groups)) if gated is None else gated):
+        for k, name in enumerate(gate_members(traced, i, modules) or [traced.groups[i].anchor]):
+            m = modules[name]
+            m.nslab_gate = Gate(j) if k == 0 else MemberGate(j)
+            m.register_forward_hook(_apply_gate)
     return model

@@ -16,7 +16,7 @@ import contextlib
 import importlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from math import gcd, lcm
 from unittest import mock
@@ -75,7 +75,9 @@ def make_network(factory: Callable[[], nn.Module], label: str) -> nn.Module:
     except Exception as e:  # noqa: BLE001 -- whatever the user's factory raises is reported as bad input
         if torch.get_default_device().type != "meta":
             raise ValueError(f"factory {label!r} failed: {type(e).__name__}: {e}") from None
-        with torch.device("cpu"):
+        # its random draws are thrown away: they must not move the global RNG (a search's batches and
+        # augmentations draw from it, and a shrink builds its target here)
+        with torch.device("cpu"), torch.random.fork_rng(devices=[]):
             model = make_network(factory, label)
         return model.to("meta")
     if not isinstance(model, nn.Module):
@@ -128,6 +130,10 @@ class Traced:
         param_dims: per-channel parameter (qualified name) -> the dimension that holds its channels.
         params: the parameter-count polynomial; macs: the MACs polynomial (variables: widths then K).
         seconds: discovery and compile time.
+        order: module names in the order of their first call (which module's output feeds which norm).
+        meta_template: the factory's network on the meta device, built once by :func:`nslab.models.resize.build_traced`
+            and copied for every later meta build (a shrink's target, a channel map): the factory's own
+            initialisation costs tens of milliseconds even there.
     """
 
     factory: Callable[[], nn.Module]
@@ -142,6 +148,8 @@ class Traced:
     params: Polynomial
     macs: Polynomial
     seconds: float = 0.0
+    order: tuple[str, ...] = ()
+    meta_template: nn.Module | None = field(default=None, repr=False, compare=False)
 
     @property
     def default_widths(self) -> tuple[int, ...]:
@@ -413,7 +421,7 @@ def trace(factory: str | Callable[[], nn.Module], input_size: Sequence[int] = (3
                          f"network ({n_params} parameters, {rec.flops / 2:g} MACs by FlopCounterMode); an op or "
                          "module it uses is not understood")
     return Traced(fn, label, size, groups, k0, output is not None, dims, kinds, param_dims, params, macs,
-                  time.perf_counter() - t0)
+                  time.perf_counter() - t0, tuple(rec.order))
 
 
 def _check_input_size(input_size: Sequence[int]) -> tuple[int, int, int]:

@@ -1,16 +1,24 @@
 """The pieces of an :class:`~nslab.models.Architecture` for a traced network (:meth:`Architecture.from_module`).
 
 A traced network is one more kind of architecture: one variant (its input size: ``"cifar"`` for 32x32 images,
-``"tiny"`` for 64x64), no ``convcut``, the compiled polynomials as its exact counts, and no exact shrinking (every
-entry is masked at its gate; pruning on coupled groups is to come).
+``"tiny"`` for 64x64), no ``convcut``, the compiled polynomials as its exact counts, and exact shrinking
+(:attr:`~nslab.models.Architecture.shrinkable`) of every group whose members' dimensions are all exactly its width
+(a residual stream, a depthwise conv, a squeeze-and-excitation gate: yes; a group read through a concatenation, a
+flatten into a Linear, or a grouped layer: no, those are masked).
+
+Fixed groups: a group whose channels one of the user's ``ignored`` modules (or a module under it) produces,
+normalises or scales keeps its width (a module that only reads the group does not fix it, as Torch-Pruning's
+``ignored_layers`` keep their outputs). It is not an entry of the
+width vector at all: its default width is substituted wherever the counts or the builder read it, it gets no gate
+(never scored, never masked), and :func:`fixed_groups` and the description list it.
 
 Classes: the layer whose outputs are the logits (the classifier; a Linear, or a 1x1 conv before a flatten) is
 resized to the dataset's K, so ``num_classes`` is one more variable of the counts (the last one). A network whose
 logits come from no such layer keeps its own K and refuses another.
 
-Gates: each group gets one :class:`~nslab.models.Gate`, after its first normalisation layer (else its first
-producer). For a group tied by a residual add that gate sees one branch only; pruning that masks or scores a
-whole coupled group must use the group's members (:attr:`nslab.models.WidthGroup.members`), not this gate alone.
+Gates: each group is gated at every member output (:func:`nslab.models.resize.gate_members`): one
+:class:`~nslab.models.Gate`, and a :class:`~nslab.models.resize.MemberGate` on each other branch, so pruning scores
+and masks the whole coupled group.
 """
 
 from __future__ import annotations
@@ -22,10 +30,11 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .common import check_widths
+from .polynomial import form_var
 from .resize import build_traced
-from .traced import Traced, trace
+from .traced import Traced, TracedGroup, trace
 
-__all__ = ["IMAGE_VARIANTS", "TracedCallables", "traced_network", "traced_parts"]
+__all__ = ["IMAGE_VARIANTS", "TracedCallables", "fixed_groups", "traced_network", "traced_parts"]
 
 IMAGE_VARIANTS = {32: "cifar", 64: "tiny"}  # square image side -> DatasetSpec.variant
 
@@ -37,13 +46,26 @@ class TracedCallables:
         traced: the traced network (its groups' members, dimension forms and polynomials).
         name: the architecture's name, in messages.
         variant: the one dataset variant it exists for; image_size: its image side (pixels).
+        fixed: indices (into ``traced.groups``) of the groups that keep their default width; free: the others, in
+            width-vector order (entry j of a width vector is group ``free[j]``).
     """
 
-    def __init__(self, traced: Traced, name: str):
+    def __init__(self, traced: Traced, name: str, fixed: Sequence[int] = ()):
         self.traced, self.name = traced, name
         c, h, w = traced.input_size
         self.image_size = h
         self.variant = IMAGE_VARIANTS[h]
+        self.fixed = tuple(sorted(set(fixed)))
+        self.free = tuple(i for i in range(len(traced.groups)) if i not in self.fixed)
+
+    def full(self, widths: Sequence[int]) -> list[int]:
+        """One width per traced group: ``widths`` (one per free group) with the fixed groups' defaults put in."""
+        if not self.fixed:
+            return list(widths)
+        out = list(self.traced.default_widths)
+        for i, x in zip(self.free, widths):
+            out[i] = x
+        return out
 
     def _check(self, variant: str, convcut: bool) -> None:
         if variant != self.variant:
@@ -55,23 +77,23 @@ class TracedCallables:
     def build(self, widths: Sequence[int], num_classes: int, variant: str, convcut: bool) -> nn.Module:
         """A freshly built network at ``widths`` (one per group) and K = ``num_classes``."""
         self._check(variant, convcut)
-        w = check_widths(self.name, widths, len(self.traced.groups))
+        w = self.full(check_widths(self.name, widths, len(self.free)))
         off = [(g.name, x, g.multiple) for g, x in zip(self.traced.groups, w) if x % g.multiple]
         if off:
             name, x, k = off[0]
             raise ValueError(f"{self.name}: width {x} of group {name!r} must be a multiple of {k} (grouped layers)")
-        return build_traced(self.traced, w, num_classes)
+        return build_traced(self.traced, w, num_classes, gated=self.free)
 
     def params(self, widths: Sequence[int], num_classes: int, variant: str, convcut: bool) -> int:
         """Exact trainable parameters of :meth:`build`'s network (the compiled polynomial, microseconds)."""
-        return self.traced.params([*widths, num_classes])
+        return self.traced.params([*self.full(widths), num_classes])
 
     def macs(self, widths: Sequence[int], num_classes: int, variant: str, convcut: bool, image_size: int) -> int:
         """Exact conv and linear MACs of one image (half of FlopCounterMode's total)."""
         if image_size != self.image_size:
             raise ValueError(f"{self.name} was traced for {self.image_size}x{self.image_size} images; its MACs "
                              f"at {image_size}x{image_size} are not compiled")
-        return self.traced.macs([*widths, num_classes])
+        return self.traced.macs([*self.full(widths), num_classes])
 
 
 def traced_network(arch) -> Traced | None:
@@ -79,6 +101,45 @@ def traced_network(arch) -> Traced | None:
     groups' multiples, dimension Forms, polynomials), or ``None`` for a hand-written architecture."""
     owner = getattr(arch.build, "__self__", None)
     return owner.traced if isinstance(owner, TracedCallables) else None
+
+
+def fixed_groups(arch) -> tuple[TracedGroup, ...]:
+    """The groups of a traced Architecture that keep their default width (not entries of its width vector; see the
+    module docstring); empty for a hand-written architecture or a traced one with none."""
+    owner = getattr(arch.build, "__self__", None)
+    return tuple(owner.traced.groups[i] for i in owner.fixed) if isinstance(owner, TracedCallables) else ()
+
+
+def shrinkable_groups(calls: TracedCallables) -> frozenset[int]:
+    """Width-vector entries whose pruned channels can be removed exactly: every dimension a member of the group
+    sets is exactly the group's width (one channel per unit, nothing else added; no multiple to keep), so slicing
+    each member tensor along it by the kept channels is the smaller network."""
+    t, out = calls.traced, set()
+    for j, i in enumerate(calls.free):
+        g, whole = t.groups[i], form_var(i)
+        if g.multiple == 1 and all(c == 1 and t.dims[o][r] == whole for o, r, c in g.members):
+            out.add(j)
+    return frozenset(out)
+
+
+def _fixed_by(traced: Traced, ignored: Sequence[str]) -> list[int]:
+    """The groups whose outputs (any role but ``"in"``) an ignored module, or one under it, holds; an ignored name
+    matching no such member is an error."""
+    names = [str(n) for n in ignored]
+    hit = {n: False for n in names}
+    fixed = []
+    for i, g in enumerate(traced.groups):
+        owners = {o for o, r, _ in g.members if r != "in"}
+        match = [n for n in names if any(o == n or o.startswith(n + ".") for o in owners)]
+        for n in match:
+            hit[n] = True
+        if match:
+            fixed.append(i)
+    missing = [n for n, h in hit.items() if not h]
+    if missing:
+        raise ValueError(f"ignored modules {missing} set no width group's channels; ignored must name modules of the "
+                         f"network that a group ties, e.g. {traced.groups[0].name!r}")
+    return fixed
 
 
 def probe_widths(traced: Traced) -> list[int]:
@@ -116,14 +177,15 @@ def verify(calls: TracedCallables, widths: Sequence[int], num_classes: int) -> N
 
 
 def traced_parts(factory: str | Callable[[], nn.Module], input_size: Sequence[int], name: str | None,
-                 check: bool = True) -> dict:
+                 check: bool = True, ignored: Sequence[str] = ()) -> dict:
     """Trace the factory's network and return the keyword arguments of its Architecture (``groups`` as
-    ``(name, default, layers, members)`` tuples).
+    ``(name, default, layers, members)`` tuples, the free groups only).
 
     Args:
         factory, input_size: see :func:`nslab.models.traced.trace`; the image must be square, 32 or 64 pixels.
         name: the architecture's name (default: the factory's label).
         check: also build once at :func:`probe_widths` (meta device) and compare the counts there.
+        ignored: module names whose groups keep their width (fixed; see the module docstring).
 
     Raises:
         ValueError: as :func:`~nslab.models.traced.trace`, an image size with no dataset variant, or a failed check.
@@ -132,17 +194,26 @@ def traced_parts(factory: str | Callable[[], nn.Module], input_size: Sequence[in
     if not isinstance(size, tuple) or len(size) != 3 or size[1] != size[2] or size[1] not in IMAGE_VARIANTS:
         raise ValueError(f"input_size must be (C, H, H) with H in {sorted(IMAGE_VARIANTS)} (the datasets' image "
                          f"sides), got {input_size!r}")
+    if isinstance(ignored, str):
+        ignored = [ignored]
     t = trace(factory, size)
-    calls = TracedCallables(t, name or t.label)
+    calls = TracedCallables(t, name or t.label, _fixed_by(t, ignored))
+    if not calls.free:
+        raise ValueError(f"{t.label}: ignored={list(ignored)} fixes all {len(t.groups)} width groups; nothing is "
+                         "left to search")
     if check:
-        verify(calls, probe_widths(t), 7 if t.has_classifier else t.default_classes)
+        w = probe_widths(t)
+        verify(calls, [w[i] for i in calls.free], 7 if t.has_classifier else t.default_classes)
+    fixed = ", ".join(f"{t.groups[i].name}={t.groups[i].default}" for i in calls.fixed)
     return {
         "name": calls.name,
-        "groups": [(g.name, g.default, g.describe(), g.members) for g in t.groups],
+        "groups": [(g.name, g.default, g.describe(), g.members) for g in (t.groups[i] for i in calls.free)],
         "variants": (calls.variant,),
         "has_shortcuts": False,
         "build": calls.build,
         "params": calls.params,
         "macs": calls.macs,
-        "description": f"{t.label} traced at {size}: {len(t.groups)} coupled channel groups",
+        "shrinkable": shrinkable_groups(calls),
+        "description": f"{t.label} traced at {size}: {len(calls.free)} coupled channel groups"
+                       + (f"; fixed (not searched): {fixed}" if fixed else ""),
     }

@@ -93,7 +93,7 @@ def morphnet_baseline(
         if out is not None and len(traj):  # none when stopping before every layer has lost a channel
             io.write_trajectory(out / "trajectory.csv", traj, res.params)
     # the pruned network itself is the one row MorphNet scales
-    ctx = dataclasses.replace(ctx, trajectory=np.asarray([base], dtype=np.int64))
+    ctx = dataclasses.replace(ctx, morphnet_widths=tuple(base))
     morphnet = get_method("morphnet")
     result = MorphNetResult(list(base), {r: morphnet(ctx, ctx.budget(r)) for r in ratios},
                             traj if traj is not None else np.zeros((0, len(base)), np.int64))

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..models import param_counter, uniform_widths
+from ..search.pruner import HALF_KEEP
 from .metrics import PARAMS, Metric, get_metric
 from .powerlaw import PowerLaw, published_fit
 from .solver import counter, scale_widths, widths_for_budget
@@ -67,8 +68,10 @@ class Context:
         arch, dataset, convcut: the network.
         start_ratio: the search pruned ``uniform_widths(arch, start_ratio)`` (1.0: the default network).
         laws: the descent fits, iteration 1..N (empty: only ``uniform`` and ``li`` can run).
-        trajectory: (rows, L) iteration 1's recorded widths (``None``: read MorphNet's network off
-            ``laws[0]``).
+        morphnet_widths: (L,) MorphNet's pruned network when it is known: the widths iteration 1 of the
+            search pruned the start network to when exactly ``N - int(0.5 N)`` of its N channels were left
+            (:attr:`nslab.search.pruner.PruneResult.at_half`), or a standalone MorphNet run's result;
+            ``None``: read it off ``laws[0]``.
         morphnet_keep: fraction of the start network's channels MorphNet prunes to (the paper: 0.5).
         scale: the width the paper's ratio 1 stands for: the budget of ratio r is the count of
             ``uniform_widths(arch, r * scale)`` (``None``: ``start_ratio``, a narrower grid for a narrower
@@ -82,7 +85,7 @@ class Context:
     convcut: bool = False
     start_ratio: float = 1.0
     laws: tuple[PowerLaw, ...] = ()
-    trajectory: np.ndarray | None = None
+    morphnet_widths: tuple[int, ...] | None = None
     morphnet_keep: float = 0.5
     scale: float | None = None
     latency: LatencyTable | None = None
@@ -108,11 +111,11 @@ class Context:
 
     @classmethod
     def from_run(cls, run, morphnet_keep: float = 0.5, scale: float | None = None) -> Context:
-        """The context of a :class:`nslab.search.descent.SearchRun` (its start, its fits, iteration 1's trajectory)."""
+        """The context of a :class:`nslab.search.descent.SearchRun` (its start, its fits, iteration 1's half point)."""
         its = run.iterations
         start_ratio = float(run.settings["search"]["start_ratio"])
         return cls(run.arch, run.dataset, run.convcut, start_ratio, tuple(i.law for i in its),
-                   its[0].widths if its else None, morphnet_keep, scale)
+                   its[0].at_half if its and morphnet_keep == HALF_KEEP else None, morphnet_keep, scale)
 
     @classmethod
     def published(cls, name: str, iterations: Sequence[int] = tuple(range(1, 16))) -> Context:
@@ -159,23 +162,22 @@ def _uniform(ctx: Context, b: Budget) -> list[int]:
 def morphnet_base(ctx: Context) -> list[int]:
     """MorphNet (Taylor-FO)'s pruned network: the start network with ``morphnet_keep`` of its channels left.
 
-    Iteration 1 of descent prunes the start network with the search's schedule and seed, so its
-    trajectory passes through the network a separate MorphNet pruning run stopped at ``keep`` would
-    reach: the first recorded row with at most ``N - int((1 - keep) * N)`` of the start network's N
-    channels (the pruner's own stopping rule). Without a trajectory (or if recording started below that),
-    the point of iteration 1's law where that many channels remain.
+    The paper (and the release's hard-coded bases) take the network at the moment pruning has left exactly
+    ``N - int((1 - keep) * N)`` of the start network's N channels, layers never pruned at their start width.
+    Iteration 1 of descent prunes the start network with the search's schedule and seed, so it passes
+    through that network and keeps it (:attr:`Context.morphnet_widths`, for the paper's keep of 0.5). Without it
+    (another keep, the authors' published fits, a search of an older nslab) the point of iteration 1's law
+    where that many channels remain.
     """
     keep = ctx.morphnet_keep
     if not 0 < keep <= 1:
         raise ValueError(f"morphnet_keep must be in (0, 1], got {keep}")
     n = sum(ctx.start)
     target = n - int((1 - keep) * n)
-    if ctx.trajectory is not None:
-        for row in ctx.trajectory:
-            if row.sum() <= target:
-                return [int(x) for x in row]
+    if ctx.morphnet_widths is not None:
+        return [int(w) for w in ctx.morphnet_widths]
     if not ctx.laws:
-        raise ValueError("MorphNet needs an architecture-descent run (iteration 1's trajectory or fit)")
+        raise ValueError("MorphNet needs an architecture-descent run (iteration 1's half point or fit)")
     return list(_law_at_channels(ctx.laws[0], target))
 
 

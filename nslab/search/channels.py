@@ -17,8 +17,10 @@ from torch import nn
 
 from ..data import DatasetSpec
 from ..models import Architecture, Gate, create_model, get_arch
+from ..models.resize import MemberGate
 
-__all__ = ["Handles", "apply_masks", "channel_map", "empty_model", "find_gates", "shrink_model", "shrinkable_layers"]
+__all__ = ["Handles", "apply_masks", "channel_map", "empty_model", "find_gates", "gate_points", "shrink_model",
+           "shrinkable_layers"]
 
 Dataset = str | DatasetSpec
 
@@ -33,6 +35,17 @@ def find_gates(model: nn.Module) -> dict[int, Gate]:
     if sorted(gates) != list(range(len(gates))):
         raise ValueError(f"gate indices must be 0..L-1, found {sorted(gates)}")
     return gates
+
+
+def gate_points(model: nn.Module) -> dict[int, list[nn.Module]]:
+    """Every gated point of each width entry: its :class:`~nslab.models.Gate`, then the
+    :class:`~nslab.models.resize.MemberGate` s of a traced network's coupled group (one per member output; see
+    :func:`nslab.models.resize.gate_members`). A hand-written network has one point per entry."""
+    points = {i: [g] for i, g in find_gates(model).items()}
+    for m in model.modules():
+        if isinstance(m, MemberGate):
+            points[m.index].append(m)
+    return points
 
 
 def channel_map(arch: str, dataset: Dataset = "cifar10", convcut: bool = False) -> dict[int, tuple]:
@@ -94,7 +107,8 @@ class Handles:
 
 
 def apply_masks(model: nn.Module, masks: dict[int, torch.Tensor]) -> Handles:
-    """Zero pruned channels at the gates: gate ``i``'s output is multiplied by ``masks[i]``.
+    """Zero pruned channels at the gates: the output of every gate point of entry ``i`` (:func:`gate_points`) is
+    multiplied by ``masks[i]``.
 
     Args:
         model: a network with gates.
@@ -103,9 +117,8 @@ def apply_masks(model: nn.Module, masks: dict[int, torch.Tensor]) -> Handles:
     Returns:
         A handle whose ``remove()`` detaches the hooks.
     """
-    gates = find_gates(model)
     handles = []
-    for i, gate in gates.items():
+    for i, points in gate_points(model).items():
 
         def hook(_m, _args, out, i=i):
             mask = masks.get(i)
@@ -113,7 +126,7 @@ def apply_masks(model: nn.Module, masks: dict[int, torch.Tensor]) -> Handles:
                 return None
             return out * mask.to(out.dtype).view(1, -1, *([1] * (out.dim() - 2)))
 
-        handles.append(gate.register_forward_hook(hook))
+        handles.extend(p.register_forward_hook(hook) for p in points)
     return Handles(handles)
 
 

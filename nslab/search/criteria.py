@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .channels import Dataset, Handles, channel_map, find_gates
+from .channels import Dataset, Handles, channel_map, find_gates, gate_points
 
 __all__ = ["CRITERIA", "BNScale", "L1Norm", "Scores", "TaylorFO", "gate_gradients", "make_criterion"]
 
@@ -33,6 +33,11 @@ class TaylorFO:
     ``dL/dg_c = sum over batch, h, w of z * dL/dz`` at the gate's output z, L the loss whose gradient is
     taken (the batch-mean cross-entropy in the pruner). Squared per minibatch, summed, and averaged by
     :meth:`__call__` over the minibatches since :meth:`reset`.
+
+    A traced network's coupled group is gated at every member output (:func:`~nslab.search.channels.gate_points`):
+    its channels are scored as one gate ``g_c`` multiplying all of them, whose gradient is the sum of the members'
+    ``sum z * dL/dz``; that sum, not each member's, is squared per minibatch. A hand-written network has one point
+    per entry, so this is the plain rule there.
 
     Usage: ``crit.attach(model)``, train (each backward pass accumulates), ``scores = crit(model)``.
 
@@ -51,34 +56,57 @@ class TaylorFO:
         self._count: dict[int, int] = {}
         self._handles = Handles([])
         self.last: dict[int, torch.Tensor] = {}  # signed dL/dg of the latest backward pass, (w_i,)
+        self._part: dict[int, torch.Tensor] = {}  # a coupled group's sum over the members seen in this backward
+        self._pending: dict[int, int] = {}  # its members run in this forward whose gradient has not arrived
 
     def attach(self, model: nn.Module) -> TaylorFO:
         """Hook the gates of ``model`` (detaching from any previous model). Returns self."""
         self.detach()
         handles = []
-        for i, gate in find_gates(model).items():
-
-            clamp = getattr(gate, "clamp_max", None) if self.relu6_gates == "before" else None
-
-            def fwd(_m, _args, out, i=i, clamp=clamp):
-                if not (torch.is_grad_enabled() and out.requires_grad):
-                    return None
-                z = out.detach()
-                if clamp is not None:  # the saturated positions pass no gradient to a pre-activation gate
-                    z = z.masked_fill(z >= clamp, 0)
-
-                def bwd(grad, i=i, z=z):
-                    g = (z.float() * grad.float()).sum(dim=[d for d in range(z.dim()) if d != 1]).double()
-                    self.last[i] = g
-                    self._sum[i] = self._sum[i] + g * g if i in self._sum else g * g
-                    self._count[i] = self._count.get(i, 0) + 1
-
-                out.register_hook(bwd)
-                return None
-
-            handles.append(gate.register_forward_hook(fwd))
+        points = gate_points(model)
+        for i, gates in points.items():
+            for gate in gates:
+                clamp = getattr(gate, "clamp_max", None) if self.relu6_gates == "before" else None
+                hook = self._fwd(i, clamp, coupled=len(gates) > 1)
+                handles.append(gate.register_forward_hook(hook))
+        if any(len(g) > 1 for g in points.values()):
+            # a new forward starts a new minibatch: forget a coupled group's partial sum of a pass never backwarded
+            handles.append(model.register_forward_pre_hook(self._new_pass))
         self._handles = Handles(handles)
         return self
+
+    def _new_pass(self, _model, _args) -> None:
+        self._part.clear()
+        self._pending.clear()
+
+    def _fwd(self, i: int, clamp, coupled: bool):
+        """The forward hook of one gate point of entry ``i``: its backward hook adds ``g = sum z * dL/dz``."""
+
+        def fwd(_m, _args, out):
+            if not (torch.is_grad_enabled() and out.requires_grad):
+                return None
+            z = out.detach()
+            if clamp is not None:  # the saturated positions pass no gradient to a pre-activation gate
+                z = z.masked_fill(z >= clamp, 0)
+            if coupled:
+                self._pending[i] = self._pending.get(i, 0) + 1
+
+            def bwd(grad):
+                g = (z.float() * grad.float()).sum(dim=[d for d in range(z.dim()) if d != 1]).double()
+                if coupled:  # one gate shared by every member: its gradient is the members' sum
+                    self._part[i] = self._part[i] + g if i in self._part else g
+                    self._pending[i] -= 1
+                    if self._pending[i]:
+                        return
+                    g = self._part.pop(i)
+                self.last[i] = g
+                self._sum[i] = self._sum[i] + g * g if i in self._sum else g * g
+                self._count[i] = self._count.get(i, 0) + 1
+
+            out.register_hook(bwd)
+            return None
+
+        return fwd
 
     def detach(self) -> None:
         """Remove the hooks."""
@@ -87,6 +115,8 @@ class TaylorFO:
     def reset(self) -> None:
         """Forget the accumulated scores (after a prune step)."""
         self._sum, self._count, self.last = {}, {}, {}
+        self._part.clear()
+        self._pending.clear()
 
     def __call__(self, model: nn.Module) -> Scores:
         """Averaged scores, one (w_i,) float64 tensor per gate."""

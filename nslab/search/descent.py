@@ -32,7 +32,7 @@ from ..data import ImageData, dataset_spec, smoke_data
 from ..models import get_arch, param_count, uniform_widths
 from ..scaling.powerlaw import PowerLaw, fit_power_law, load_fit, save_fit
 from ..scaling.solver import Scaled, widths_for_budget
-from .prune import prune
+from .prune import prune, weights_digest
 
 __all__ = ["Iteration", "SearchRun", "architecture_descent", "iteration_dir", "load_run", "search_data"]
 
@@ -69,6 +69,13 @@ class Iteration:
     generated: Scaled
     change: float
     summary: dict
+
+    @property
+    def at_half(self) -> tuple[int, ...] | None:
+        """(L,) alive widths when half the start network's channels were pruned (MorphNet's network; ``None``
+        if pruning stopped before, or the run is of an older nslab)."""
+        w = self.summary.get("at_half")
+        return None if w is None else tuple(int(x) for x in w)
 
     @property
     def seconds(self) -> float:
@@ -175,9 +182,9 @@ def resolved_settings(arch: str, dataset: str, convcut: bool, search: SearchSett
 
 
 def _same_run(saved: dict, now: dict, run_dir: Path) -> None:
-    diff = [k for k in now if saved.get(k) != now[k]]
+    diff = [k for k in now if saved.get(k) != now[k]] + ["weights"] * ("weights" in saved and "weights" not in now)
     if diff:
-        detail = "; ".join(f"{k}: saved {saved.get(k)!r}, now {now[k]!r}" for k in diff)
+        detail = "; ".join(f"{k}: saved {saved.get(k)!r}, now {now.get(k)!r}" for k in diff)
         raise ValueError(f"{run_dir} holds a search with different settings ({detail}); "
                          "use another --out directory or the same settings")
 
@@ -194,6 +201,7 @@ def architecture_descent(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     on_row: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
+    weights=None,
 ) -> SearchRun:
     """Algorithm 4: prune, fit, generate the next start network at the same budget; repeat.
 
@@ -215,6 +223,10 @@ def architecture_descent(
         log: called with one line per finished iteration (default: tqdm.write to stderr when ``progress``).
         on_row: called as ``on_row(iteration, widths (rows, L), params (rows,))`` after every row a
             running iteration records; finished iterations are read back, not replayed.
+        weights: iteration 1 starts from these weights (a state dict of the network at iteration 1's start
+            widths, or ``"factory"``; see :func:`nslab.search.prune.load_weights`); the later iterations start from
+            a fresh initialisation, as the paper's. Listed in ``settings.json`` (a digest of the tensors, or
+            ``"factory"``) when given, so a rerun with other weights is refused.
 
     Returns:
         The :class:`SearchRun` of iterations 1..``search.iterations``.
@@ -234,6 +246,8 @@ def architecture_descent(
         log = functools.partial(tqdm.write, file=sys.stderr) if progress else (lambda _msg: None)
     run_dir = Path(run_dir)
     now = resolved_settings(arch, dataset, convcut, search, seed, data, device)
+    if weights is not None:  # listed only when given: a run from a fresh init keeps its settings
+        now["weights"] = weights if isinstance(weights, str) else weights_digest(weights)
     if (run_dir / SETTINGS).exists():
         _same_run(io.read_json(run_dir / SETTINGS), now, run_dir)
     else:
@@ -246,7 +260,7 @@ def architecture_descent(
         it = iteration_dir(run_dir, k)
         if not (it / "summary.json").exists():
             _run_iteration(k, prev, arch, dataset, convcut, data, search, seed, device, budget, it, progress,
-                           None if on_row is None else functools.partial(on_row, k))
+                           None if on_row is None else functools.partial(on_row, k), weights if k == 1 else None)
             done = _read_iteration(it, k, arch, dataset, convcut)
             log(f"iteration {k}: pre-trained to {done.summary['pretrain_accuracy']:.1f}%, {len(done.widths)} rows, "
                 f"median R^2 {np.median(done.law.r2):.3f}, "
@@ -258,10 +272,10 @@ def architecture_descent(
 
 
 def _run_iteration(k, start, arch, dataset, convcut, data, search, seed, device, budget, it: Path, progress,
-                   on_row) -> None:
+                   on_row, weights=None) -> None:
     t0 = time.perf_counter()
     res = prune(arch, data, search.prune, widths=start, dataset=dataset, convcut=convcut, device=device,
-                seed=seed + k - 1, progress=progress, on_row=on_row, run_dir=it / "prune")
+                seed=seed + k - 1, progress=progress, on_row=on_row, run_dir=it / "prune", weights=weights)
     io.write_trajectory(it / "trajectory.csv", res.widths, res.params)
     try:
         law = fit_power_law(res.widths, arch, dataset, convcut)
@@ -277,7 +291,7 @@ def _run_iteration(k, start, arch, dataset, convcut, data, search, seed, device,
     change = float(np.mean(np.abs(np.subtract(gen.widths, start)) / np.asarray(start, dtype=float)))
     io.write_json(it / "summary.json", {
         "iteration": k, "start_widths": list(start), "start_params": param_count(arch, start, dataset, convcut),
-        "final_widths": res.final_widths, "steps": res.steps, "stop_reason": res.stop_reason,
+        "final_widths": res.final_widths, "at_half": res.at_half, "steps": res.steps, "stop_reason": res.stop_reason,
         "generated": {"ratio": 1.0, "widths": gen.widths, "params": gen.params, "target": gen.target,
                       "rel_error": gen.rel_error},
         "change_from_previous": change, "final_loss": res.losses[-1] if res.losses else None,

@@ -14,8 +14,9 @@ helpers of :mod:`nslab.search.channels`, :class:`~nslab.config.PruneSettings`) a
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,10 +55,12 @@ __all__ = [
     "channel_map",
     "find_gates",
     "gate_gradients",
+    "load_weights",
     "prune",
     "search_lr",
     "shrink_model",
     "shrinkable_layers",
+    "weights_digest",
 ]
 
 CHECKPOINT = "prune_checkpoint.pt"
@@ -155,12 +158,58 @@ class _Run:
         return model, opt
 
 
-def _run_settings(arch, spec, convcut, start, seed, s: PruneSettings, data: ImageData, crit_name: str) -> dict:
-    """What must match for a checkpoint to be resumed (flat, so a mismatch names the exact setting)."""
+def _run_settings(arch, spec, convcut, start, seed, s: PruneSettings, data: ImageData, crit_name: str,
+                  weights: str | None = None) -> dict:
+    """What must match for a checkpoint to be resumed (flat, so a mismatch names the exact setting).
+    ``weights``: the digest of the start weights, listed only when given (a run from a fresh init keeps its key)."""
     out = {"arch": arch, "dataset": spec.name, "convcut": bool(convcut), "start_widths": list(start),
            "seed": int(seed), "num_train": int(len(data.train_y)), "criterion": crit_name}
+    if weights is not None:
+        out["weights"] = weights
     out.update({f"prune.{k}": v for k, v in resolve(s).items()})
     return out
+
+
+def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """A short sha256 of a state dict's tensors (names, dtypes, shapes and bytes): what keys a run started from
+    given weights, so that a rerun with other weights never resumes this run's checkpoint."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = torch.as_tensor(state[k]).detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def load_weights(model: nn.Module, weights: Mapping[str, torch.Tensor] | str) -> str:
+    """Load the start weights of a search into ``model`` (the fresh network at the start widths), in place.
+
+    Args:
+        model: the network.
+        weights: a state dict of the same network at these widths (the user's trained weights), or ``"factory"``:
+            keep the weights the network was built with (a traced network's factory's own, e.g. pretrained ones).
+
+    Returns:
+        :func:`weights_digest` of the weights the network now holds.
+
+    Raises:
+        ValueError: another string, or a state dict whose names or shapes do not fit (one line naming them).
+    """
+    own = model.state_dict()
+    if isinstance(weights, str):
+        if weights != "factory":
+            raise ValueError(f"weights must be a state dict or 'factory', got {weights!r}")
+        return weights_digest(own)
+    if not isinstance(weights, Mapping):
+        raise ValueError(f"weights must be a state dict (name -> tensor) or 'factory', got {type(weights).__name__}")
+    missing, extra = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+    shapes = [f"{k} {tuple(weights[k].shape)} (network: {tuple(own[k].shape)})" for k in own
+              if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
+    if missing or extra or shapes:
+        raise ValueError(f"weights do not fit the start network: missing {missing[:3]}, unexpected {extra[:3]}, "
+                         f"shapes {shapes[:3]} (give the state dict of this network at its start widths)")
+    model.load_state_dict(weights)
+    return weights_digest(weights)
 
 
 def _pretrain(model, opt, batches: DeviceBatches, s: PruneSettings, seed: int, run: _Run, pruner, progress) -> None:
@@ -263,6 +312,7 @@ def prune(
     progress: bool = True,
     on_row: Callable[[np.ndarray, np.ndarray], None] | None = None,
     run_dir: str | Path | None = None,
+    weights: Mapping[str, torch.Tensor] | str | None = None,
 ) -> PruneResult:
     """Algorithm 1: train a fresh network while pruning it, recording the width trajectory.
 
@@ -294,6 +344,9 @@ def prune(
             CPU, with the same thread count, the trajectory equals the uninterrupted one bit for bit). It
             is removed when the run finishes (and ``run_dir`` too if that leaves it empty): the caller keeps
             the trajectory.
+        weights: start from a trained state dict of the network at ``widths``, or ``"factory"`` (the builder's
+            own weights, e.g. a traced factory's pretrained ones; :func:`load_weights`), with ``pretrain_epochs=0``
+            (or a few); their digest keys the checkpoint, so other weights never resume this run.
 
     Returns:
         A :class:`PruneResult`.
@@ -309,10 +362,10 @@ def prune(
     spec = _checked_spec(dataset, data)
     crit, crit_name = _criterion(criterion, arch, dataset, convcut)
     model, channels_last, batches = _fresh(arch, start, dataset, convcut, device, seed, s, data)
-    opt = _sgd(model, s)
-    pruner = Pruner(arch, start, s, dataset, convcut, crit, device)
+    opt, pruner = _sgd(model, s), Pruner(arch, start, s, dataset, convcut, crit, device)
     path = None if run_dir is None else Path(run_dir) / CHECKPOINT
-    run = _Run(path, _run_settings(arch, spec, convcut, start, seed, s, data, crit_name))
+    run = _Run(path, _run_settings(arch, spec, convcut, start, seed, s, data, crit_name,
+                                   None if weights is None else load_weights(model, weights)))
     if path is not None and path.exists():
         model, opt = run.resume(model, pruner, channels_last)
     try:
@@ -324,11 +377,16 @@ def prune(
         last_good = path if path is not None and path.exists() else None
         raise NonFiniteLossError(e.epoch, e.step, e.loss, last_good) from None
     result = pruner.finish(model, run.seconds, run.pretrain_seconds, run.pretrain_accuracy)
-    if path is not None:  # finished: the checkpoint goes (the caller keeps the trajectory), and an emptied run_dir
+    _finished(path)
+    return result
+
+
+def _finished(path: Path | None) -> None:
+    """A finished run's checkpoint goes (the caller keeps the trajectory), and its run_dir if that empties it."""
+    if path is not None:
         path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             path.parent.rmdir()
-    return result
 
 
 def _checked_spec(dataset: Dataset | DatasetSpec, data: ImageData) -> DatasetSpec:

@@ -29,7 +29,11 @@ from ..runs.loop import NonFiniteLossError, Step
 from .channels import Dataset, apply_masks, shrink_model, shrinkable_layers
 from .criteria import Scores, TaylorFO
 
-__all__ = ["PruneResult", "Pruner"]
+__all__ = ["HALF_KEEP", "PruneResult", "Pruner"]
+
+# MorphNet's network (the paper's baseline) is the start network when pruning has removed half of its channels:
+# the pruner keeps the alive widths at exactly N - int(HALF_KEEP * N) channels as it passes that point.
+HALF_KEEP = 0.5
 
 _DEFAULT = PruneSettings()  # the release's numbers, not all its details (see PruneSettings)
 
@@ -51,6 +55,8 @@ class PruneResult:
         pretrain_seconds: wall time of the pre-training phase, s.
         losses: (steps,) mean training loss over each step's minibatches.
         pretrain_accuracy: test accuracy (%) of the network when pruning started (after pre-training).
+        at_half: (L,) alive channels when exactly ``N - int(HALF_KEEP * N)`` of the start network's N were
+            left, layers never pruned included (MorphNet's network); ``None`` if pruning stopped before.
     """
 
     widths: np.ndarray
@@ -65,6 +71,7 @@ class PruneResult:
     pretrain_seconds: float
     losses: list[float] = field(default_factory=list)
     pretrain_accuracy: float | None = None
+    at_half: list[int] | None = None
 
 
 def _select(
@@ -149,6 +156,8 @@ class Pruner:
         self.device = torch.device(device)
         self.shrinkable = shrinkable_layers(arch) if settings.shrink else frozenset()
         self.target = settings.target_channels(sum(self.start))
+        self.half = sum(self.start) - int(HALF_KEEP * sum(self.start))  # MorphNet's channel count
+        self.at_half: list[int] | None = None
         self.phys = list(self.start)  # physical widths of the current network
         self.alive = [torch.ones(w, dtype=torch.bool) for w in self.start]  # per physical channel
         self.masks: dict[int, torch.Tensor] = {}  # read by the gate hooks at every forward: mutate, never rebind
@@ -223,6 +232,7 @@ class Pruner:
         mean = float(self._loss) / self._since
         if not np.isfinite(mean):
             raise NonFiniteLossError(step.epoch, step.index, mean, None)
+        self._keep_half(picked)
         self._remove(picked, mean)
         self._maybe_shrink(step)
         if hasattr(self.criterion, "reset"):
@@ -235,6 +245,16 @@ class Pruner:
             self.stop_reason = "fraction"
             step.stop = True
         return True
+
+    def _keep_half(self, picked: list[tuple[int, int]]) -> None:
+        # The step that crosses the half point: a run stopping there removes the lowest-ranked of ``picked``
+        # until exactly ``half`` channels remain (``picked`` is in rank order), and so does MorphNet's.
+        over = self.n_alive - self.half
+        if self.at_half is None and 0 < over <= len(picked):
+            w = self.widths()
+            for i, _ in picked[:over]:
+                w[i] -= 1
+            self.at_half = w
 
     def _remove(self, picked: list[tuple[int, int]], mean_loss: float) -> None:
         for i, c in picked:
@@ -273,6 +293,7 @@ class Pruner:
             "losses": list(self.losses),
             "steps": self.steps,
             "stop_reason": self.stop_reason,
+            "at_half": self.at_half,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -286,6 +307,7 @@ class Pruner:
         self.losses = list(state["losses"])
         self.steps = int(state["steps"])
         self.stop_reason = state["stop_reason"]
+        self.at_half = state.get("at_half")  # a checkpoint of an older nslab has none (MorphNet falls back)
         self._since, self._loss = 0, None
 
     def finish(self, model: nn.Module, seconds: float, pretrain_seconds: float,
@@ -297,5 +319,5 @@ class Pruner:
         masks = {i: m.cpu() for i, m in self.masks.items()}
         return PruneResult(
             w, p, list(self.start), self.widths(), model, masks, self.steps, self.stop_reason or "fraction",
-            seconds, pretrain_seconds, list(self.losses), pretrain_accuracy,
+            seconds, pretrain_seconds, list(self.losses), pretrain_accuracy, self.at_half,
         )

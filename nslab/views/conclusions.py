@@ -3,7 +3,9 @@
 Each function returns a :class:`Conclusion`: a string that JupyterLab renders as Markdown (and papermill
 stores as ``text/markdown``), so a notebook ends with ``conclusions.benchmark(done)`` and never types a
 number. Statements follow the honesty rules of the tables: a difference is given with its spread and the
-number of seeds; one seed says so; a profile that is not the paper's says what was run.
+number of seeds; one seed says so; a profile that is not the paper's says what was run; runs that only
+exercise the code path (:func:`nslab.views.scope.exercise`) say so first, and what they measured is
+reported, never read as the paper's finding holding or failing.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 
 from ..models import macs
 from ..scaling.metrics import get_metric
-from . import shape
+from . import scope, shape
 from .tables import label
 
 __all__ = ["Conclusion", "benchmark", "budget", "convcut", "descent", "difference", "equal_compute", "power_law",
@@ -108,6 +110,15 @@ def descent(run, agree: Sequence[Mapping[str, Any]] = ()) -> Conclusion:
         moves = ", ".join(f"{100 * it.change:.1f}% in iteration {it.index}" for it in its[1:])
         lines.append(f"The generated configuration moved by {moves} (mean relative change per layer from the "
                      "network the iteration pruned): descent converges as this falls.")
+        tail = [100 * it.change for it in its[1:]][-5:]
+        lines.append(f"Over the last {len(tail)} iteration(s) it stayed between {min(tail):.1f}% and {max(tail):.1f}% "
+                     "(each iteration prunes a fresh network of another seed, so it does not fall to zero).")
+    last = {r["reference_iteration"]: r for r in agree if r["iteration"] == its[-1].index}
+    firsts = {r["reference_iteration"]: r for r in agree if r["iteration"] == 1}
+    if len(its) > 1 and 15 in last and 15 in firsts:
+        lines.append(f"Against the authors' iteration 15, Spearman ρ went from {firsts[15]['spearman']:.2f} "
+                     f"(iteration 1) to {last[15]['spearman']:.2f} (iteration {its[-1].index}) and mean |log2 ratio| "
+                     f"from {firsts[15]['mean_abs_log2']:.2f} to {last[15]['mean_abs_log2']:.2f}.")
     for row in agree:
         lines.append(f"Iteration {row['iteration']} vs the authors' iteration {row['reference_iteration']} at "
                      f"r = {row['ratio']:g}: Spearman ρ = {row['spearman']:.2f}, mean |log2 ratio| = "
@@ -147,28 +158,39 @@ def _diff_text(d: dict, a: str, b: str, ratio: float) -> str:
             f"r = {ratio:g} ({d['a']['acc_mean']:.2f}% vs {d['b']['acc_mean']:.2f}%){tail}")
 
 
-def benchmark(done: Sequence[tuple[Any, list[dict], list[dict]]], recipe: str = "") -> Conclusion:
+def _exercise(where: str, exercise: str) -> str:
+    """The line that opens the conclusion of runs that exercise the code path ("" for runs that test the paper)."""
+    return (f"{where}: {exercise}. What these runs measured is reported below; at this scale it neither "
+            "confirms nor refutes the paper's finding." if exercise else "")
+
+
+def benchmark(done: Sequence[tuple[Any, list[dict], list[dict]]], recipe: str = "", p=None) -> Conclusion:
     """Notebook 05: each method against uniform scaling, per setting and ratio.
 
     Args:
         done: ``(setting, records, summary)`` as :func:`nslab.runs.studies.benchmark_all` returns.
         recipe: how the runs were trained (e.g. "8 epochs"), said once.
+        p: the preset the runs trained under: a setting that only exercises the code path under it
+            (:func:`nslab.views.scope.exercise`) says so before its numbers (``None``: not said).
     """
     lines = []
     for s, _, summary in done:
         methods = [m for m in dict.fromkeys(r["method"] for r in summary) if m != "uniform"]
-        for r in s.ratios:
-            for m in methods:
-                d = difference(summary, m, "uniform", r)
-                if d is not None:
-                    lines.append(f"{s.arch} {s.dataset}: " + _diff_text(d, m, "uniform", r) + ".")
+        found = [f"{s.arch} {s.dataset}: " + _diff_text(d, m, "uniform", r) + "." for r in s.ratios for m in methods
+                 if (d := difference(summary, m, "uniform", r)) is not None]
+        if found:
+            lines += [_exercise(f"{s.arch} {s.dataset}", scope.exercise(p, [s]) if p is not None else ""), *found]
     if recipe:
         lines.append(f"Trained {recipe}; the paper's numbers come from 300 epochs and 5 seeds.")
     return _lines(lines or ["No runs to compare."])
 
 
-def pretraining(summary: Sequence[Mapping[str, Any]], arch: str, dataset: str) -> Conclusion:
-    """Notebooks 06: which pre-training epochs P_e searched the most accurate configurations (per ratio)."""
+def pretraining(summary: Sequence[Mapping[str, Any]], arch: str, dataset: str, exercise: str = "") -> Conclusion:
+    """Notebooks 06: which pre-training epochs P_e searched the most accurate configurations (per ratio).
+
+    ``exercise``: :func:`nslab.views.scope.exercise` of the study's setting, said first ("": the runs test the
+    paper's finding).
+    """
     lines = []
     for r in sorted({float(x["ratio"]) for x in summary}):
         rows = [x for x in summary if math.isclose(float(x["ratio"]), r) and x.get("pretrain_epochs") is not None]
@@ -181,18 +203,21 @@ def pretraining(summary: Sequence[Mapping[str, Any]], arch: str, dataset: str) -
                      f"{best['acc_mean']:.2f}%, P_e = {worst['pretrain_epochs']} worst at {worst['acc_mean']:.2f}% "
                      f"(spread {best['acc_mean'] - worst['acc_mean']:.2f} points over {len(rows)} values"
                      + (f"; uniform {uni['acc_mean']:.2f}%" if uni else "") + ").")
-    return _lines(lines or ["No runs to compare."])
+    return _lines([_exercise(f"{arch} {dataset}", exercise)] + (lines or ["No runs to compare."]))
 
 
-def convcut(summary: Sequence[Mapping[str, Any]], arch: str, dataset: str) -> Conclusion:
-    """Notebook 07: does a conv shortcut everywhere (ConvCut) explain NeuralScale's gain over uniform?"""
+def convcut(summary: Sequence[Mapping[str, Any]], arch: str, dataset: str, exercise: str = "") -> Conclusion:
+    """Notebook 07: does a conv shortcut everywhere (ConvCut) explain NeuralScale's gain over uniform?
+
+    ``exercise``: as in :func:`pretraining`.
+    """
     lines = []
     for r in sorted({float(x["ratio"]) for x in summary}):
         for m in ("uniform_convcut", "neuralscale_it1", "neuralscale_last", "morphnet"):
             d = difference(summary, m, "uniform", r)
             if d is not None:
                 lines.append(f"{arch} {dataset}: " + _diff_text(d, m, "uniform", r) + ".")
-    return _lines(lines or ["No runs to compare."])
+    return _lines([_exercise(f"{arch} {dataset}", exercise)] + (lines or ["No runs to compare."]))
 
 
 def equal_compute(summary: Sequence[Mapping[str, Any]]) -> Conclusion:

@@ -5,7 +5,7 @@ At any budget it generates, through the method registry (:mod:`nslab.scaling.met
 - ``neuralscale``: the fit's widths solved to the budget;
 - ``uniform``: one global factor on the default widths;
 - ``morphnet``: one global factor on the network pruned to 50% of its channels, read off the search's
-  first iteration (its trajectory, or its fit where only fits were published).
+  first iteration (the network it kept at the half point, or its fit where only fits were published).
 
 :func:`on_budget` is the slider's callback: a plain function (tested and timed in ``bench/slider.py``);
 :func:`explorer_widget` wires it to ipywidgets for notebook 03.
@@ -41,7 +41,7 @@ class Fit:
     Attributes:
         name: display name, e.g. ``"authors: vgg11-cifar10, iteration 15"``.
         context: the search's context; ``context.laws[-1]`` is this fit, ``context.laws[0]`` (or the
-            trajectory) gives MorphNet's pruned network.
+            network iteration 1 kept at the half point) gives MorphNet's pruned network.
     """
 
     name: str

@@ -258,7 +258,8 @@ def configurations_figure(
         fig.update_yaxes(title_text="filters (channels)", rangemode="tozero", row=r, col=c)
     if reference:
         series_title = f"{series_title} (hollow markers: reference)" if series_title else "hollow markers: reference"
-    fig.update_layout(legend_title_text=series_title, height=max(450, 330 * rows), **_head(title))
+    # one line more for the subplot titles: a long (wrapped) title would otherwise sit on the first one
+    fig.update_layout(legend_title_text=series_title, height=max(450, 330 * rows), **_head(title, 1))
     return fig
 
 

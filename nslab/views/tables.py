@@ -3,7 +3,8 @@
 - :func:`summarize`: mean ± std over seeds; :func:`comparison_table`: reproduced rows beside the
   paper's published ones (:func:`paper_results`), only where the setting is the paper's;
   :func:`paper_table`: a benchmark table; :func:`latency_ratios`: latency relative to uniform;
-  :func:`caption`: what a table ran and left out; :func:`check_chance`: no run at chance in a table.
+  :func:`caption`: what a table ran (an exercise of the code path, :mod:`.scope`) and left out;
+  :func:`check_chance`: no run at chance in a table.
 - :func:`descent_panels`, :func:`trajectory_rows`, :func:`fit_rows`, :func:`power_law_panel`,
   :func:`authors_panels`: what notebooks 01-04 show.
 """
@@ -20,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from .. import io
-from ..config import preset
 from ..models import macs, param_count
 from ..scaling.methods import METHODS, Context
 from ..scaling.metrics import get_metric
+from .scope import exercise, paper_epochs, run_epochs, runs_text
 
 # Our "last iteration" is the paper's iteration 15 under the paper profile; compare them in tables.
 PAPER_METHOD = {"neuralscale_last": "neuralscale_it15"}
@@ -204,19 +205,25 @@ def _round(x: Any, scale: float, digits: int) -> float | None:
 
 
 def comparison_table(summary: Sequence[Mapping[str, Any]], paper: Sequence[Mapping[str, Any]] = (),
-                     extra: Sequence[str] = (), arch: str | None = None, dataset: str | None = None) -> list[dict]:
+                     extra: Sequence[str] = (), arch: str | None = None, dataset: str | None = None,
+                     epochs: int | None = None) -> list[dict]:
     """Reproduced rows beside the paper's, where the setting is the paper's: one row per summary row.
 
     A row is matched with the paper's row of its method (ours ``neuralscale_last`` = the paper's iteration
     15), ratio and ``extra`` keys. The paper's values fill ``paper_*`` only when that row's arch and
     dataset are the run's and its parameter count is within :data:`PARAMS_TOLERANCE` of the run's;
-    ``paper_setting`` always says what the paper measured, so nothing is compared silently.
+    ``paper_accuracy`` only when, besides, the runs trained as long as the paper's (``epochs`` equals
+    :func:`~nslab.views.scope.paper_epochs` of the paper row's dataset): an accuracy after 300 epochs says
+    nothing beside one after 4. ``paper_setting`` always says what the paper measured (its accuracy
+    included), so nothing is compared silently.
 
     Args:
         summary: rows of :func:`summarize` (keys ``method``, ``ratio``, ``extra``... and the measures).
         paper: the paper's rows (:func:`paper_results`).
         extra: further keys that identify a row (e.g. ``("pretrain_epochs",)``).
         arch, dataset: the runs' network and dataset (default: each summary row's ``arch``/``dataset``).
+        epochs: the runs' training epochs (:func:`~nslab.views.scope.run_epochs`; ``None``: not known, so
+            no ``paper_accuracy``).
 
     Returns:
         Rows with ``method`` (id), ``label``, ``ratio``, the extra keys, ``params_m``, ``paper_params_m``,
@@ -236,6 +243,7 @@ def comparison_table(summary: Sequence[Mapping[str, Any]], paper: Sequence[Mappi
                                                                             dataset or s.get("dataset"))
                 and abs(s["params"] / 1e6 - match["params_m"]) <= PARAMS_TOLERANCE * match["params_m"])
         p = match if same else {}
+        long = bool(p) and epochs == paper_epochs(p["dataset"])  # trained as long as the paper's run
         out.append({
             "method": s["method"],
             "label": label(s["method"], s.get("iteration")),
@@ -251,7 +259,7 @@ def comparison_table(summary: Sequence[Mapping[str, Any]], paper: Sequence[Mappi
             "device": s.get("device"),
             # one seed has no spread: "x ± 0.00" would claim one
             "accuracy": _pm(s["acc_mean"], s["acc_std"] if s["n"] > 1 else None),
-            "paper_accuracy": _pm(p.get("acc_mean"), p.get("acc_std")),
+            "paper_accuracy": _pm(p.get("acc_mean"), p.get("acc_std")) if long else "",
             "train_min": _round(s.get("train_seconds"), 60, 2),
             "acc_mean": s["acc_mean"], "acc_std": s["acc_std"], "n_seeds": s["n"],
             "paper_setting": _paper_setting(match, s["method"]) if match else "",
@@ -266,7 +274,8 @@ TABLE_COLUMNS = ("label", "ratio", "params_m", "paper_params_m", "macs_m", "late
 
 
 def caption(p, title: str, settings: Sequence[Any] = (), table: int | None = None) -> str:
-    """A table's caption: ``title``, what the preset ran, and the methods it left out with why.
+    """A table's caption: ``title``, whether its runs only exercise the code path (:func:`~nslab.views.scope.
+    exercise`: why), what the preset ran, where the paper's accuracies are, the methods it left out with why.
 
     Args:
         p: the :class:`~nslab.config.Preset`.
@@ -275,24 +284,23 @@ def caption(p, title: str, settings: Sequence[Any] = (), table: int | None = Non
         table: the paper's table number: name only exclusions of methods it holds (``None``: every one).
 
     Returns:
-        e.g. "Table 1: ... (cpu profile: vgg11 cifar10, 4 epochs on 5,000 training images). Left out: ...".
+        e.g. "Table 3: ...: an exercise of the code path, not evidence of the paper's finding (4 epochs on 5,000
+        training images, 1 seed: ...) (cpu profile: vgg11 cifar10, 4 epochs on 5,000 training images).
+        Accuracies after 4 epochs, not the paper's 300; the paper's accuracies are in paper_setting only".
     """
-
-    from ..runs.specs import settings_for
-
-    ran = []
-    for s in settings:
-        r = settings_for(p, s).recipe
-        where = f"{s.arch} {s.dataset}" + (f" (paper: {s.paper_dataset})" if s.paper_dataset != s.dataset else "")
-        ran.append(f"{where}, {r.epochs} epoch{'s' * (r.epochs != 1)} on {f'{r.subset:,}' if r.subset else 'all'} "
-                   f"{'synthetic ' if p.search.synthetic else ''}training images"
-                   + (f", tested on {s.test_subset:,} images" if s.test_subset else ""))
-    out = f"{title} ({p.name} profile{': ' + '; '.join(ran) if ran else ''})"
-    epochs = {settings_for(p, s).recipe.epochs for s in settings}
-    released = max(r.epochs for _, r in preset("paper").train)
-    if epochs and max(epochs) < released:  # a short run: the paper's accuracies are out of its reach
-        out += (f". Accuracies after {', '.join(map(str, sorted(epochs)))} epochs, not the paper's "
-                f"{released}: compare the order of the methods, not the values")
+    ran = [f"{s.arch} {s.dataset}" + (f" (paper: {s.paper_dataset})" if s.paper_dataset != s.dataset else "")
+           + f", {runs_text(p, s)}" for s in settings]
+    ex = exercise(p, settings)
+    out = f"{title}{': ' + ex if ex else ''} ({p.name} profile{': ' + '; '.join(ran) if ran else ''})"
+    # a run of another length than the paper's: its accuracies are out of reach (comparison_table leaves them out)
+    lengths = {(run_epochs(p, s), paper_epochs(s.paper_dataset)) for s in settings}  # (ours, the paper's)
+    other = {(e, pe) for e, pe in lengths if e != pe}
+    if other:
+        ours = sorted({e for e, _ in other})
+        out += (f". Accuracies after {', '.join(map(str, ours))} epoch{'s' * (ours != [1])}, not the paper's "
+                f"{', '.join(map(str, sorted({e for _, e in other})))}"
+                + ("" if ex else ": compare the order of the methods, not the values")
+                + "; the paper's accuracies are in paper_setting only")
     held = None if table is None else {r["method"] for r in paper_results(table=table)}
     return out + "".join(f". Left out: {label(m)}: {why}" for m, why in p.excluded if held is None or m in held)
 
@@ -311,13 +319,15 @@ def equal_budget_table(summary: Sequence[Mapping[str, Any]]) -> list[dict]:
 
 
 def paper_table(done: Sequence[tuple[Any, list[dict], list[dict]]], table: int,
-                extra: Sequence[str] = ()) -> list[dict]:
+                extra: Sequence[str] = (), p=None) -> list[dict]:
     """The comparison rows (reproduced beside published) of the settings that stand in for ``table``.
 
     Args:
         done: ``(setting, records, summary)`` per benchmarked setting (:func:`nslab.runs.studies.benchmark_all`).
         table: the paper's table number.
         extra: further keys that identify a row.
+        p: the preset the runs trained under: their epochs decide whether the paper's accuracy stands beside
+            them (:func:`comparison_table`; ``None``: it does not).
 
     Returns:
         :func:`comparison_table` rows after a ``setting`` ("arch dataset"); the paper's values only where
@@ -328,7 +338,8 @@ def paper_table(done: Sequence[tuple[Any, list[dict], list[dict]]], table: int,
         if s.table != table:
             continue
         paper = paper_results(table=table, arch=s.arch, dataset=s.paper_dataset)
-        for r in comparison_table(summary, paper, extra, arch=s.arch, dataset=s.dataset):
+        epochs = run_epochs(p, s) if p is not None else None
+        for r in comparison_table(summary, paper, extra, arch=s.arch, dataset=s.dataset, epochs=epochs):
             rows.append({"setting": f"{s.arch} {s.dataset}", **r})
     return rows
 

@@ -1,0 +1,199 @@
+"""Coverage: which torchvision (and timm) classification networks nslab traces, counts exactly and searches.
+
+For every model of ``torchvision.models.list_models(module=torchvision.models)`` (and, when timm is installed, a
+few timm ones; timm is an optional extra, skipped with a note without it), through the path a user's
+``nslab search torchvision:NAME`` takes (:func:`nslab.models.resolve_arch` at 32x32):
+
+- groups: the coupled channel groups found (entries of the width vector) and the discovery seconds
+  (``Architecture.from_module``: build, probe, Torch-Pruning's dependency graph, the compiled counts and their
+  check at a second width vector);
+- counts exact: the network built on the meta device at 2 random width vectors (0.3x..1.6x the defaults, in each
+  group's multiple): ``params(w) == sum(p.numel())`` and ``macs(w) == FlopCounterMode total / 2``;
+- search (with ``--search``): a 1-iteration smoke architecture descent on 40 synthetic images (coarse steps: about
+  40 prune steps from 1/8 width, or wider where a group would keep under 4 channels), which must fit a law and
+  generate the next width vector;
+- or the one-line error nslab gives (naming the op or module), never a count.
+
+Usage: ``python bench/coverage.py [--models resnet18,densenet121] [--search] [--json FILE]`` (``--smoke``: three
+small models, one of them refused, for tests/test_bench.py). Prints a markdown table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import torchvision  # imported before timing: the first import costs ~1.5 s, once per process
+from torch.utils.flop_counter import FlopCounterMode
+
+from nslab import io
+from nslab.config import preset
+from nslab.data import synthetic_data
+from nslab.device import torch_threads
+from nslab.models import Architecture, get_arch, resolve_arch, uniform_widths, unregister
+from nslab.models.traced_arch import traced_network
+
+SMOKE = ["torchvision:resnet18", "torchvision:mobilenet_v3_small", "torchvision:shufflenet_v2_x0_5"]
+TIMM = ["timm:resnet18", "timm:efficientnet_b0", "timm:mobilenetv3_small_100", "timm:convnext_atto",
+        "timm:regnetx_002", "timm:densenet121"]
+CLASSES = 10
+
+
+def model_names(timm_models: list[str]) -> tuple[list[str], str | None]:
+    """Every torchvision classification model as a factory string, then ``timm_models`` when timm imports; and a
+    note when it does not."""
+    names = [f"torchvision:{n}" for n in torchvision.models.list_models(module=torchvision.models)]
+    try:
+        import timm  # noqa: F401 -- only whether it is installed
+    except ImportError:
+        return names, "timm is not installed (pip install -e '.[models]'): its models were skipped"
+    return names + timm_models, None
+
+
+def random_widths(arch: Architecture, rng: random.Random) -> list[int]:
+    """A width vector 0.3x..1.6x the defaults, each entry a multiple of its group's step (grouped layers)."""
+    steps = [g.multiple for g in traced_network(arch).groups]
+    return [max(m, round(d * rng.uniform(0.3, 1.6)) // m * m) for d, m in zip(arch.default_widths, steps)]
+
+
+def counted_on_module(arch: Architecture, widths: list[int]) -> tuple[int, int]:
+    """(parameters, MACs) of ``arch.build(widths)`` on the meta device: sum of numel, FlopCounterMode / 2."""
+    with torch.device("meta"):
+        model = arch.build(widths, CLASSES, arch.variants[0], False).eval()
+        x = torch.empty(1, 3, 32, 32)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(x)
+    return sum(p.numel() for p in model.parameters()), fc.get_total_flops() // 2
+
+
+def counts_exact(arch: Architecture, seed: str, vectors: int = 2) -> tuple[bool, str]:
+    """Whether the compiled counts equal the built module's at ``vectors`` random width vectors, and a note."""
+    rng = random.Random(seed)
+    for _ in range(vectors):
+        w = random_widths(arch, rng)
+        built = counted_on_module(arch, w)
+        compiled = (arch.params(w, CLASSES, "cifar", False), arch.macs(w, CLASSES, "cifar", False, 32))
+        if built != compiled:
+            return False, f"at {w}: compiled {compiled}, built {built}"
+    return True, f"{vectors}/{vectors}"
+
+
+def smoke_search(name: str) -> str:
+    """A 1-iteration smoke descent of ``name`` on 40 synthetic images; returns the generated widths' summary."""
+    from dataclasses import replace
+
+    from nslab.search.descent import architecture_descent
+
+    s = preset("smoke").search
+    # start where every group keeps >= 4 channels (a group at 1 channel never loses one, and the trajectory
+    # records a row only once every group has); ~40 prune steps whatever the network's size
+    ratio = min(1.0, max(s.start_ratio, 4 / min(get_arch(name).default_widths)))
+    total = sum(uniform_widths(name, ratio))
+    s = replace(s, iterations=1, start_ratio=ratio,
+                prune=replace(s.prune, channels_per_step=max(2, math.ceil(total / 40))))
+    data = synthetic_data(train_per_class=4, test_per_class=1)
+    with tempfile.TemporaryDirectory() as d:
+        run = architecture_descent(name, "cifar10", data, s, d, progress=False)
+    it = run.iterations[0]
+    return f"{len(it.widths)} rows, median R2 {float(sorted(it.law.r2)[len(it.law.r2) // 2]):.2f}"
+
+
+def published_size(name: str) -> int | None:
+    """Parameters of a torchvision model by its weights' metadata (no build); ``None`` when it has none."""
+    if not name.startswith("torchvision:"):
+        return None
+    sizes = [w.meta.get("num_params", 0) for w in torchvision.models.get_model_weights(name.split(":")[1])]
+    return min(sizes) if sizes else None
+
+
+def measure(name: str, search: bool, max_params: float | None = None) -> dict:
+    """One row: groups and seconds, exact counts, the search, or the error (or why it was not measured)."""
+    row = {"model": name, "groups": None, "discovery_s": None, "counts_exact": None, "search": None, "error": None}
+    size = published_size(name)
+    if max_params is not None and size is not None and size > max_params:
+        row["skipped"] = f"not measured: {size / 1e6:.0f}M parameters, over --max-params {max_params:g}"
+        return row
+    t = time.perf_counter()
+    try:
+        arch = resolve_arch(name, (3, 32, 32))
+    except ValueError as e:
+        row.update(discovery_s=round(time.perf_counter() - t, 2), error=str(e))
+        return row
+    row.update(groups=len(arch.groups), discovery_s=round(time.perf_counter() - t, 2))
+    try:
+        row["counts_exact"], row["counts_note"] = counts_exact(arch, name)
+        if search and row["counts_exact"]:
+            row["search"] = smoke_search(name)
+    except Exception as e:  # noqa: BLE001 -- recorded in the table: the survey goes on to the next model
+        row["error"] = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+        if not isinstance(e, ValueError):  # not nslab's one-line refusal: where it was raised, for a bug report
+            frame = traceback.extract_tb(e.__traceback__)[-1]
+            row["error"] += f" (at {Path(frame.filename).name}:{frame.lineno}, {frame.name})"
+    finally:
+        unregister(name)
+    return row
+
+
+def table(rows: list[dict], search: bool) -> str:
+    """The markdown table of ``rows``."""
+    head = "| model | groups | discovery (s) | counts exact | " + ("search smoke-runs | " if search else "") + "error |"
+    lines = [head, "|" + "---|" * head.count(" | ")]
+    for r in rows:
+        exact = {True: "yes", False: f"**no**: {r.get('counts_note')}", None: ""}[r["counts_exact"]]
+        cells = [f"`{r['model']}`", r["groups"] or "", "" if r["discovery_s"] is None else r["discovery_s"], exact]
+        if search:
+            cells.append(("yes: " + r["search"]) if r["search"] else "")
+        cells.append((r["error"] or r.get("skipped") or "").replace("|", "\\|"))
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", help="comma-separated factory strings (default: every torchvision model, then timm's)")
+    ap.add_argument("--timm-models", default=",".join(TIMM), help="the timm models surveyed when timm is installed")
+    ap.add_argument("--search", action="store_true", help="also a 1-iteration smoke search per model (slow)")
+    ap.add_argument("--smoke", action="store_true", help=f"only {', '.join(SMOKE)} (seconds; tests)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--max-params", type=float, help="skip (and say so) torchvision models over this many parameters")
+    ap.add_argument("--json", help="also write the rows as JSON here")
+    args = ap.parse_args()
+    note = None
+    if args.smoke:
+        names = SMOKE
+    elif args.models:
+        names = args.models.split(",")
+    else:
+        names, note = model_names(args.timm_models.split(","))
+    rows, t0 = [], time.perf_counter()
+    with torch_threads(args.threads):
+        for name in names:
+            rows.append(measure(name, args.search, args.max_params))
+            r = rows[-1]
+            print(f"{name:40s} groups {r['groups']!s:>4} {r['discovery_s']!s:>7} s exact {r['counts_exact']!s:5} "
+                  f"search {r['search']!s:22.22} {(r['error'] or r.get('skipped') or '')[:90]}", flush=True)
+            if args.json:  # after every model: an interrupted survey keeps what it measured
+                io.write_json(args.json, summarise(rows, note, args.threads, time.perf_counter() - t0))
+    print("\n" + table(rows, args.search) + ("\n\n" + note if note else "") + "\n")
+    print(json.dumps(summarise(rows, note, args.threads, time.perf_counter() - t0)))
+
+
+def summarise(rows: list[dict], note: str | None, threads: int, seconds: float) -> dict:
+    """The JSON summary of a survey: counts of exact, refused and searched models, then every row."""
+    ok = [r for r in rows if r["counts_exact"]]
+    return {"models": len(rows), "exact": len(ok), "refused": sum(r["error"] is not None for r in rows),
+            "searched": sum(r["search"] is not None for r in rows), "skipped": sum("skipped" in r for r in rows),
+            "note": note, "threads": threads,
+            "seconds": round(seconds, 1), "max_discovery_s": max((r["discovery_s"] for r in ok), default=None),
+            "rows": rows}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,283 @@
+"""The search on a traced network (Architecture.from_module): Taylor-FO and masks on whole coupled groups, exact
+physical shrinking of every member, fixed groups, start weights, and prune -> fit -> solve -> build end to end.
+
+A small CNN with a residual add and a depthwise conv, and torchvision's resnet18 traced at 32x32, pruned on a
+handful of synthetic images with coarse steps, through the same Pruner, loop and checkpoints as the paper networks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import nslab
+from nslab.config import PruneSettings, SearchSettings
+from nslab.data import synthetic_data
+from nslab.models import Architecture, create_model, register, unregister
+from nslab.models.resize import MemberGate
+from nslab.models.traced_arch import fixed_groups
+from nslab.search.channels import apply_masks, gate_points, shrink_model
+from nslab.search.criteria import TaylorFO
+from nslab.search.prune import prune
+
+
+class ResDW(nn.Module):
+    """A stem, one residual block (its output added to the stem's), an expansion and a depthwise conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.c1, self.b1 = nn.Conv2d(8, 12, 3, padding=1, bias=False), nn.BatchNorm2d(12)
+        self.c2, self.b2 = nn.Conv2d(12, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.expand, self.be = nn.Conv2d(8, 16, 1, bias=False), nn.BatchNorm2d(16)
+        self.dw, self.bd = nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False), nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.relu(x + self.b2(self.c2(torch.relu(self.b1(self.c1(x))))))
+        x = torch.relu(self.be(self.expand(x)))
+        x = torch.relu(self.bd(self.dw(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+FAST = PruneSettings(channels_per_step=3, batches_per_step=1, batch_size=16, pretrain_epochs=0, lr=0.05,
+                     stop_fraction=0.3)
+_ARCHS: dict[str, Architecture] = {}
+
+
+def arch_of(which: str) -> Architecture:
+    if which not in _ARCHS:
+        factory = ResDW if which == "resdw" else "torchvision:resnet18"
+        _ARCHS[which] = Architecture.from_module(factory, (3, 32, 32), name=f"ts_{which}")
+    return _ARCHS[which]
+
+
+@pytest.fixture
+def registered():
+    names = []
+
+    def reg(which: str) -> Architecture:
+        a = arch_of(which)
+        register(a)
+        names.append(a.name)
+        return a
+
+    yield reg
+    for n in names:
+        unregister(n)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic_data(train_per_class=4, test_per_class=2)
+
+
+def residual_group(a: Architecture) -> int:
+    """The index of the group tied by the residual add (the stem's and the block's outputs)."""
+    return next(i for i, g in enumerate(a.groups) if {"stem.1", "b2"} <= {o for o, _, _ in g.members})
+
+
+def test_a_coupled_group_is_gated_and_masked_at_every_member():
+    a = arch_of("resdw")
+    assert a.shrinkable == frozenset(range(len(a.groups)))
+    model = a.build(list(a.default_widths), 10, "cifar", False).eval()
+    points = gate_points(model)
+    gated = {i: sorted(n for n, m in model.named_modules() for p in points[i] if getattr(m, "nslab_gate", 0) is p)
+             for i in points}
+    r = residual_group(a)
+    assert gated[r] == ["b2", "stem.1"]  # both branches of the add (after their norms, not the convs before them)
+    dw = next(i for i, g in enumerate(a.groups) if g.name == "expand")
+    assert gated[dw] == ["bd", "be"]  # the expansion and the depthwise conv it feeds
+    assert sum(isinstance(m, MemberGate) for m in model.modules()) == 2
+    seen = {}
+    for name in ("stem.1", "b2"):
+        model.get_submodule(name).register_forward_hook(lambda m, a_, out, name=name: seen.update({name: out}))
+    mask = torch.ones(a.default_widths[r])
+    mask[[1, 5]] = 0
+    apply_masks(model, {r: mask})
+    with torch.no_grad():
+        model(torch.randn(2, 3, 32, 32))
+    for name in ("stem.1", "b2"):  # the hooks above run after the gate's: they see the masked outputs
+        assert seen[name][:, [1, 5]].abs().max() == 0 and seen[name][:, 0].abs().max() > 0
+
+
+def test_a_coupled_group_scores_as_one_gate_shared_by_its_members():
+    a = arch_of("resdw")
+    torch.manual_seed(0)
+    model = a.build(list(a.default_widths), 10, "cifar", False).train()
+    crit = TaylorFO().attach(model)
+    outs = {}
+
+    def keep(m, args, out, name):
+        out.retain_grad()
+        outs[name] = out
+
+    for name in ("stem.1", "b2", "b1"):
+        model.get_submodule(name).register_forward_hook(lambda m, a_, o, name=name: keep(m, a_, o, name))
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    F.cross_entropy(model(x), y).backward()
+    member = {n: (o.detach() * o.grad).sum((0, 2, 3)).double() for n, o in outs.items()}
+    r, b1 = residual_group(a), next(i for i, g in enumerate(a.groups) if g.name == "c1")
+    assert torch.allclose(crit.last[r], member["stem.1"] + member["b2"], rtol=1e-5, atol=1e-12)
+    assert torch.allclose(crit.last[b1], member["b1"], rtol=1e-5, atol=1e-12)
+    scores = crit(model)
+    assert torch.allclose(scores[r], (member["stem.1"] + member["b2"]) ** 2, rtol=1e-5, atol=1e-20)
+
+
+@pytest.mark.parametrize("which", ["resdw", "resnet18"])
+def test_shrinking_computes_what_the_masked_network_did(which, registered):
+    a = registered(which)
+    torch.manual_seed(1)
+    w = list(a.default_widths)
+    model = create_model(a.name, w, "cifar10")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(4, 3, 32, 32)
+    F.cross_entropy(model(x), torch.arange(4)).backward()
+    opt.step()  # momentum buffers to slice
+    rng = random.Random(which)
+    keep = {i: torch.tensor(sorted(rng.sample(range(w[i]), max(1, w[i] // 3)))) for i in sorted(a.shrinkable)}
+    masks = {i: torch.zeros(w[i]).index_fill_(0, k, 1.0) for i, k in keep.items()}
+    model.eval()
+    h = apply_masks(model, masks)
+    with torch.no_grad():
+        ref = model(x)
+    h.remove()
+    names = {id(p): n for n, p in model.named_parameters()}
+    old = {names[id(p)]: st["momentum_buffer"].clone() for p, st in opt.state.items()}
+    new, new_w, new_opt = shrink_model(model, a.name, w, keep, "cifar10", False, opt)
+    with torch.no_grad():
+        assert torch.allclose(new.eval()(x), ref, rtol=1e-4, atol=1e-5)
+    assert new_w == [len(keep[i]) if i in keep else w[i] for i in range(len(w))]
+    assert sum(p.numel() for p in new.parameters()) == a.params(new_w, 10, "cifar", False)
+    r = 0 if which == "resnet18" else residual_group(a)  # resnet18's group 0: the stem and layer1's stream
+    first, *rest = [o for o, role, _ in a.groups[r].members if role == "norm"]
+    assert len(rest) >= 1 and all(new.get_submodule(o).num_features == len(keep[r]) for o in (first, *rest))
+    new_names = {id(p): n for n, p in new.named_parameters()}
+    got = {new_names[id(p)]: st["momentum_buffer"] for p, st in new_opt.state.items()}
+    for o in (first, *rest):
+        assert torch.equal(got[f"{o}.weight"], old[f"{o}.weight"][keep[r]])
+
+
+def test_fixed_groups_keep_their_width_and_counts_stay_exact():
+    # the expansion's outputs (and the depthwise conv tied to them) keep 16; the stem's group, which the expansion
+    # only reads, stays a width
+    a = Architecture.from_module(ResDW, name="ts_fixed", ignored=["expand"])
+    full = arch_of("resdw")
+    names = [g.name for g in full.groups]
+    assert [g.name for g in a.groups] == ["stem.0", "c1"] and len(a.default_widths) == 2
+    assert [g.name for g in fixed_groups(a)] == ["expand"] and "fixed (not searched): expand=16" in a.description
+    assert fixed_groups(full) == ()
+    for x in (1, 5, 12, 30):
+        model = a.build([x + 2, x], 10, "cifar", False)
+        assert sum(p.numel() for p in model.parameters()) == a.params([x + 2, x], 10, "cifar", False)
+        w = list(full.default_widths)
+        w[names.index("stem.0")], w[names.index("c1")] = x + 2, x
+        assert a.params([x + 2, x], 10, "cifar", False) == full.params(w, 10, "cifar", False)
+        assert a.macs([x + 2, x], 10, "cifar", False, 32) == full.macs(w, 10, "cifar", False, 32)
+        assert model.b1.num_features == x and model.bd.num_features == 16 and model.stem[0].out_channels == x + 2
+        assert model.expand.in_channels == x + 2 and model.expand.out_channels == 16
+        gated = sorted(n for n, m in model.named_modules() if hasattr(m, "nslab_gate"))
+        assert gated == ["b1", "b2", "stem.1"]  # the fixed group has no gate: never scored, never masked
+    with pytest.raises(ValueError, match=r"ignored modules \['nope'\] set no width group"):
+        Architecture.from_module(ResDW, name="ts_bad", ignored=["nope"])
+    with pytest.raises(ValueError, match="fixes all 3 width groups"):
+        Architecture.from_module(ResDW, name="ts_bad", ignored=["c2", "c1", "dw"])
+    with pytest.raises(ValueError, match=r"ignored modules \['fc'\] set no width group"):
+        Architecture.from_module(ResDW, name="ts_bad", ignored=["fc"])  # the classifier's outputs are no width
+
+
+def test_a_search_starts_from_given_weights_and_they_key_the_run(registered, data, tmp_path):
+    a = registered("resdw")
+    torch.manual_seed(5)
+    trained = ResDW().state_dict()
+    res = prune(a.name, data, FAST, seed=0, progress=False, weights=trained)
+    assert res.steps >= 2 and res.widths.shape[1] == 3
+    fresh = prune(a.name, data, FAST, seed=0, progress=False)
+    assert not np.array_equal(res.losses, fresh.losses)  # not the fresh initialisation
+    factory = prune(a.name, data, FAST, seed=0, progress=False, weights="factory")
+    assert np.array_equal(factory.widths, fresh.widths) and factory.losses == fresh.losses
+
+    class Stop(Exception):
+        pass
+
+    def stop(w, p):
+        raise Stop
+
+    run = tmp_path / "run"
+    with pytest.raises(Stop):
+        prune(a.name, data, FAST, seed=0, progress=False, weights=trained, run_dir=run, on_row=stop)
+    other = {k: v + 1 if v.is_floating_point() else v for k, v in trained.items()}
+    with pytest.raises(ValueError, match="weights: saved"):
+        prune(a.name, data, FAST, seed=0, progress=False, weights=other, run_dir=run)
+    with pytest.raises(ValueError, match=r"shapes \['fc.weight \(3, 16\)"):
+        prune(a.name, data, FAST, seed=0, progress=False, weights={**trained, "fc.weight": torch.zeros(3, 16)})
+
+
+@pytest.mark.parametrize("which", ["resdw", "resnet18"])
+def test_prune_fit_solve_build_end_to_end_and_resume(which, registered, data, tmp_path):
+    a = registered(which)
+    s = FAST if which == "resdw" else dataclasses.replace(FAST, channels_per_step=300, stop_fraction=0.2)
+    first = prune(a.name, data, s, seed=0, progress=False)
+    assert first.steps >= 3 and len(first.widths) >= 2
+    count = [nslab.param_count(a.name, r.tolist()) for r in first.widths]
+    assert first.params.tolist() == count
+    # a coupled group shrank as one: every norm of the residual group has the group's (physical) width
+    r = 0 if which == "resnet18" else residual_group(a)
+    norms = {first.model.get_submodule(o).num_features for o, role, _ in a.groups[r].members if role == "norm"}
+    phys = [len(first.masks[i]) if i in first.masks else w for i, w in enumerate(first.final_widths)]
+    assert len(norms) == 1 and sum(p.numel() for p in first.model.parameters()) == a.params(phys, 10, "cifar", False)
+    assert norms == {phys[r]} and phys[r] < a.default_widths[r]  # it did shrink
+
+    class Stop(Exception):
+        pass
+
+    def stop(w, p):
+        raise Stop
+
+    run = tmp_path / "run"
+    with pytest.raises(Stop):
+        prune(a.name, data, s, seed=0, progress=False, run_dir=run, on_row=stop)
+    again = prune(a.name, data, s, seed=0, progress=False, run_dir=run)
+    assert np.array_equal(again.widths, first.widths) and again.losses == first.losses
+    law = nslab.fit_power_law(first.widths, a.name, "cifar10")
+    budget = nslab.param_count(a.name, [max(1, d // 2) for d in a.default_widths])
+    sol = nslab.widths_for_budget(law, a.name, "cifar10", budget, metric="params")
+    model = a.build(sol.widths, 10, "cifar", False)
+    assert sum(p.numel() for p in model.parameters()) == sol.params == nslab.param_count(a.name, sol.widths)
+
+
+def test_architecture_descent_on_a_traced_network(registered, tmp_path):
+    a = registered("resdw")
+    torch.manual_seed(3)
+    trained = ResDW().state_dict()
+    search = SearchSettings(prune=FAST, iterations=2, synthetic=True, train_subset=64)
+    run = nslab.architecture_descent(a.name, "cifar10", None, search, tmp_path / "d", progress=False,
+                                     weights=trained)
+    assert len(run.iterations) == 2 and run.settings["weights"] == nslab.search.prune.weights_digest(trained)
+    for it in run.iterations:
+        assert it.params.tolist() == [nslab.param_count(a.name, r.tolist()) for r in it.widths]
+    with pytest.raises(ValueError, match="weights"):
+        nslab.architecture_descent(a.name, "cifar10", None, search, tmp_path / "d", progress=False)
+
+
+def test_prune_speed_bench_on_a_torchvision_model():
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "bench" / "prune_speed.py"), "--smoke", "--threads", "1",
+                          "--model", "torchvision:resnet18", "--precision", "fp32"], cwd=root, capture_output=True,
+                         text=True, timeout=600, check=True).stdout
+    res = json.loads(out.strip().splitlines()[-1])
+    # both runs pruned the traced network (their trajectories may part: the shrunk network sums its convolutions in
+    # another order, so near-tied scores can rank apart; exactness is test_shrinking_computes_what_the_masked_...)
+    assert res["model"] == "torchvision:resnet18" and res["shrink_s"] > 0 and res["mask_s"] > 0
+    assert "shrink:" in out and "4 steps" in out
