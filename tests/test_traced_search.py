@@ -88,6 +88,14 @@ def residual_group(a: Architecture) -> int:
     return next(i for i, g in enumerate(a.groups) if {"stem.1", "b2"} <= {o for o, _, _ in g.members})
 
 
+class _Stop(Exception):
+    """Raised by :func:`_stop` to interrupt a run at its first recorded row."""
+
+
+def _stop(w, p):
+    raise _Stop
+
+
 def test_a_coupled_group_is_gated_and_masked_at_every_member():
     a = arch_of("resdw")
     assert a.shrinkable == frozenset(range(len(a.groups)))
@@ -208,15 +216,9 @@ def test_a_search_starts_from_given_weights_and_they_key_the_run(registered, dat
     factory = prune(a.name, data, FAST, seed=0, progress=False, weights="factory")
     assert np.array_equal(factory.widths, fresh.widths) and factory.losses == fresh.losses
 
-    class Stop(Exception):
-        pass
-
-    def stop(w, p):
-        raise Stop
-
     run = tmp_path / "run"
-    with pytest.raises(Stop):
-        prune(a.name, data, FAST, seed=0, progress=False, weights=trained, run_dir=run, on_row=stop)
+    with pytest.raises(_Stop):
+        prune(a.name, data, FAST, seed=0, progress=False, weights=trained, run_dir=run, on_row=_stop)
     other = {k: v + 1 if v.is_floating_point() else v for k, v in trained.items()}
     with pytest.raises(ValueError, match="weights: saved"):
         prune(a.name, data, FAST, seed=0, progress=False, weights=other, run_dir=run)
@@ -239,15 +241,9 @@ def test_prune_fit_solve_build_end_to_end_and_resume(which, registered, data, tm
     assert len(norms) == 1 and sum(p.numel() for p in first.model.parameters()) == a.params(phys, 10, "cifar", False)
     assert norms == {phys[r]} and phys[r] < a.default_widths[r]  # it did shrink
 
-    class Stop(Exception):
-        pass
-
-    def stop(w, p):
-        raise Stop
-
     run = tmp_path / "run"
-    with pytest.raises(Stop):
-        prune(a.name, data, s, seed=0, progress=False, run_dir=run, on_row=stop)
+    with pytest.raises(_Stop):
+        prune(a.name, data, s, seed=0, progress=False, run_dir=run, on_row=_stop)
     again = prune(a.name, data, s, seed=0, progress=False, run_dir=run)
     assert np.array_equal(again.widths, first.widths) and again.losses == first.losses
     law = nslab.fit_power_law(first.widths, a.name, "cifar10")

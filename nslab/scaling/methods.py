@@ -172,13 +172,12 @@ def morphnet_base(ctx: Context) -> list[int]:
     keep = ctx.morphnet_keep
     if not 0 < keep <= 1:
         raise ValueError(f"morphnet_keep must be in (0, 1], got {keep}")
-    n = sum(ctx.start)
-    target = n - int((1 - keep) * n)
     if ctx.morphnet_widths is not None:
         return [int(w) for w in ctx.morphnet_widths]
     if not ctx.laws:
         raise ValueError("MorphNet needs an architecture-descent run (iteration 1's half point or fit)")
-    return list(_law_at_channels(ctx.laws[0], target))
+    n = sum(ctx.start)
+    return list(_law_at_channels(ctx.laws[0], n - int((1 - keep) * n)))
 
 
 @functools.lru_cache(maxsize=64)
