@@ -197,8 +197,27 @@ def test_infeasible_budgets_raise(ref_dir):
     with pytest.raises(ValueError, match="has 17"):
         widths_for_budget(law, "resnet18", "cifar10", 1e6)
     neg = PowerLaw(law.alpha, (-0.1,) + law.beta[1:])
-    with pytest.raises(ValueError, match="beta > 0"):
+    with pytest.raises(ValueError, match="beta >= 0"):
         widths_for_budget(neg, "vgg11", "cifar10", 1e6)
+    with pytest.raises(ValueError, match="at least one > 0"):
+        widths_for_budget(PowerLaw(law.alpha, (0.0,) * 8), "vgg11", "cifar10", 1e6)
+
+
+@pytest.mark.parametrize("arch", ["vgg11", "resnet18"])
+def test_constant_layers_keep_their_width(arch):
+    """A layer the search never pruned fits beta = 0: the solver holds it at its width and meets the budget
+    with the others (resnet18: through the path scan of its switchable shortcuts)."""
+    n = len(default_widths(arch))
+    rng = np.random.default_rng(0)
+    beta = rng.uniform(0.3, 0.6, n)
+    beta[[1, n - 2]] = 0.0
+    alpha = np.exp(rng.uniform(-3, -1, n))
+    alpha[[1, n - 2]] = [40.0, 24.0]
+    law = PowerLaw(tuple(alpha), tuple(beta))
+    for budget in (3e5, 2e6):
+        s = widths_for_budget(law, arch, "cifar10", budget)
+        assert (s.widths[1], s.widths[n - 2]) == (40, 24)
+        assert abs(s.rel_error) < 1e-3, (budget, s)
 
 
 def test_scale_widths_keeps_proportions():

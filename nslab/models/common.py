@@ -16,14 +16,16 @@ class Gate(nn.Identity):
 
     Args:
         index: position of the gated width in the width vector (0-based).
+        dim: the channel dimension of the gated tensor: 1 for (N, C, H, W) maps, -1 for a channels-last
+            (N, H, W, C) output (a traced network's Linear or LayerNorm, as in ConvNeXt's blocks).
     """
 
-    def __init__(self, index: int):
+    def __init__(self, index: int, dim: int = 1):
         super().__init__()
-        self.index = index
+        self.index, self.dim = index, dim
 
     def extra_repr(self) -> str:
-        return f"index={self.index}"
+        return f"index={self.index}" + (f", dim={self.dim}" if self.dim != 1 else "")
 
 
 def check_widths(arch: str, widths: Sequence[int], expected_len: int) -> list[int]:

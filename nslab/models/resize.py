@@ -25,50 +25,61 @@ from .common import Gate
 from .polynomial import evaluate_form, form_var
 from .traced import Traced, make_network
 
-__all__ = ["MemberGate", "build_traced", "gate_members"]
+__all__ = ["MemberGate", "build_traced", "channel_dim", "gate_members"]
 
 _CHANNEL_FIRST = (nn.Conv2d, nn.BatchNorm2d, nn.GroupNorm)  # modules whose output is (N, C, H, W), channels at dim 1
 
 
 class MemberGate(nn.Identity):
     """A second (third, ...) gated output of width group ``index`` of a traced network: masked and scored with the
-    group's :class:`~nslab.models.Gate` (:func:`nslab.search.channels.gate_points` lists both)."""
+    group's :class:`~nslab.models.Gate` (:func:`nslab.search.channels.gate_points` lists both); ``dim`` as there.
+    Not a Gate subclass: a network's Gates are its width entries, one each."""
 
-    def __init__(self, index: int):
+    def __init__(self, index: int, dim: int = 1):
         super().__init__()
-        self.index = index
+        self.index, self.dim = index, dim
 
-    def extra_repr(self) -> str:
-        return f"index={self.index}"
+    extra_repr = Gate.extra_repr
 
 
-def gate_members(traced: Traced, i: int, modules: dict[str, nn.Module]) -> list[str]:
+def channel_dim(m: nn.Module) -> int | None:
+    """The channel dimension of ``m``'s output: 1 for a Conv2d, BatchNorm2d or GroupNorm (N, C, H, W); -1 for a
+    Linear, or a LayerNorm over the last dimension (ConvNeXt's channels-last (N, H, W, C) blocks); ``None`` for a
+    LayerNorm subclass with its own forward (which may permute: torchvision's ``LayerNorm2d``)."""
+    if isinstance(m, _CHANNEL_FIRST):
+        return 1
+    if isinstance(m, nn.Linear) or (isinstance(m, nn.LayerNorm) and type(m).forward is nn.LayerNorm.forward):
+        return -1
+    return None
+
+
+def gate_members(traced: Traced, i: int, modules: dict[str, nn.Module]) -> list[tuple[str, int]]:
     """The members of group ``i`` whose outputs are gated: where a mask zeroes the group's channels on every branch.
 
-    A member is gated when its output's channel dimension (dim 1: a Conv2d, BatchNorm2d or GroupNorm) is exactly the
-    group (its Form is ``w_i``: not a concatenation's consumer, which mixes groups): every normalisation of the group,
-    and every conv output not read first by one of those norms (a conv followed by its BatchNorm is gated after the
-    norm only, since a BatchNorm turns a zeroed input channel into its bias). Forward order.
+    A member is gated when its output's channel dimension (:func:`channel_dim`) is exactly the group (its Form is
+    ``w_i``: not a concatenation's consumer, which mixes groups): every normalisation of the group, and every conv or
+    linear output not read first by one of those norms (a conv followed by its BatchNorm is gated after the norm
+    only, since a BatchNorm turns a zeroed input channel into its bias). Forward order.
 
     Args:
         traced: the traced network; i: the group's index in ``traced.groups``; modules: the built network's modules.
 
     Returns:
-        Module names (possibly empty: the caller falls back to the group's anchor).
+        ``(module name, channel dimension)`` pairs (possibly none: the caller falls back to the group's anchor).
     """
     whole, dims = form_var(i), traced.dims
     pos = {n: k for k, n in enumerate(traced.order)}
     members = traced.groups[i].members
     norms = {o for o, r, _ in members if r == "norm" and dims[o]["norm"] == whole and
-             isinstance(modules.get(o), _CHANNEL_FIRST)}
+             channel_dim(modules.get(o)) is not None}
     out = []
     for o, r, _ in members:
         if o in norms and r == "norm":
-            out.append(o)
-        elif r == "out" and dims[o]["out"] == whole and isinstance(modules.get(o), nn.Conv2d):
+            out.append((o, channel_dim(modules[o])))
+        elif r == "out" and dims[o]["out"] == whole and isinstance(modules.get(o), (nn.Conv2d, nn.Linear)):
             k = pos.get(o, -2) + 1
             if not (0 < k < len(traced.order) and traced.order[k] in norms):
-                out.append(o)
+                out.append((o, channel_dim(modules[o])))
     return out
 
 
@@ -187,8 +198,10 @@ def build_traced(traced: Traced, widths: Sequence[int], num_classes: int, seed: 
             _resize(owner, model.get_submodule(owner), traced.kinds[owner], size, gen)
     modules = dict(model.named_modules())
     for j, i in enumerate(range(len(traced.groups)) if gated is None else gated):
-        for k, name in enumerate(gate_members(traced, i, modules) or [traced.groups[i].anchor]):
+        anchor = traced.groups[i].anchor
+        points = gate_members(traced, i, modules) or [(anchor, channel_dim(modules[anchor]) or 1)]
+        for k, (name, dim) in enumerate(points):
             m = modules[name]
-            m.nslab_gate = Gate(j) if k == 0 else MemberGate(j)
+            m.nslab_gate = Gate(j, dim) if k == 0 else MemberGate(j, dim)
             m.register_forward_hook(_apply_gate)
     return model

@@ -184,7 +184,7 @@ def morphnet_base(ctx: Context) -> list[int]:
 def _law_at_channels(law: PowerLaw, target: int) -> tuple[int, ...]:
     """Rounded widths of ``law`` where its channels sum to ``target`` (cached: the slider asks every move)."""
     lo, hi = 1.0, 1e15
-    for _ in range(200):  # bisection on ln tau: total channels grow with tau when every beta > 0
+    for _ in range(200):  # bisection on ln tau: total channels grow with tau (every beta >= 0, one > 0)
         mid = math.sqrt(lo * hi)
         lo, hi = (mid, hi) if law.widths(mid).sum() < target else (lo, mid)
     return tuple(max(1, int(round(w))) for w in law.widths(hi))

@@ -181,8 +181,13 @@ def last_meeting(log_a: bytes, beta: bytes, sc: Shortcuts, round_to: int, floor:
     """
     log_a, beta, pairs = np.frombuffer(log_a), np.frombuffer(beta), sc.pairs
     la, lb, ba, bb = log_a[pairs[:, 0]], log_a[pairs[:, 1]], beta[pairs[:, 0]], beta[pairs[:, 1]]
-    both_floor = np.minimum((math.log(floor + 0.5 * round_to) - la) / ba, (math.log(floor + 0.5 * round_to) - lb) / bb)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        log_f = math.log(floor + 0.5 * round_to)
+
+        def leaves_floor(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # a constant law (b = 0): never or always
+            return np.where(b > 0, (log_f - a) / np.where(b > 0, b, 1), np.where(a < log_f, np.inf, -np.inf))
+
+        both_floor = np.minimum(leaves_floor(la, ba), leaves_floor(lb, bb))
         db = ba - bb
         t0 = (lb - la) / db
         log_c0 = la + ba * t0
@@ -191,7 +196,8 @@ def last_meeting(log_a: bytes, beta: bytes, sc: Shortcuts, round_to: int, floor:
         s_narrow = np.maximum(1 / np.abs(db), (math.log(round_to / (1 - math.exp(-1))) - log_c0) / np.maximum(ba, bb))
         t_gap = t0 + np.where(ratio < 0.5, s_wide, s_narrow)
         same_beta = (math.log(round_to) - np.log(np.abs(np.exp(la) - np.exp(lb)))) / ba
-    t_gap = np.where(db == 0, np.where(la == lb, -np.inf, same_beta), t_gap)
+    # Equal exponents: identical laws never change their equality; two constant ones never move at all.
+    t_gap = np.where(db == 0, np.where((la == lb) | (ba == 0), -np.inf, same_beta), t_gap)
     return float(np.max(np.maximum(t_gap, np.where((db == 0) & (la == lb), -np.inf, both_floor))))
 
 

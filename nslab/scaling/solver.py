@@ -151,7 +151,7 @@ def _solve(
     round_to: int, min_width: int, x0: float, shortcuts: pathscan.Shortcuts | None,
     problem: _Problem, extras: Callable[[list[int]], dict], step: float = 1.0,
 ) -> Scaled:
-    """Closest count for ``w(x) = max(floor, round(alpha * x^beta))`` (every beta > 0), then nudges.
+    """Closest count for ``w(x) = max(floor, round(alpha * x^beta))`` (beta >= 0, one > 0), then nudges.
 
     Bisection on ln x (:func:`_bracket`) finds adjacent path points around the budget. Without
     ``shortcuts`` the count is non-decreasing in x, so the closer of the two is the closest on the
@@ -198,7 +198,7 @@ def _solve(
         closest = pathscan.scan(widths, shortcuts, budget, starts[0], bracket, (t_lo, t_hi), log_a, beta, round_to)
         # Greedy nudging can end farther from a closer start: keep the bisection's point as a second one.
         starts = [closest, *starts] if closest is not starts[0] else starts
-    ends = [_refine(np.exp(log_a + beta * t), w, p, count, budget, round_to, floor) for t, w, p in starts]
+    ends = [_refine(np.exp(log_a + beta * t), w, p, count, budget, round_to, floor, beta > 0) for t, w, p in starts]
     w, p = min(ends, key=lambda e: abs(e[1] - budget))
     return result(w, p)
 
@@ -263,7 +263,7 @@ def _best_move(w, moves, lo_lim, hi_lim, count, budget, best_err):
 
 def _refine(
     x: np.ndarray, w: np.ndarray, p: float, count: Callable[[list[int]], float], budget: float,
-    round_to: int, floor: int,
+    round_to: int, floor: int, moves: np.ndarray,
 ) -> tuple[np.ndarray, float]:
     """Nudge single layers by one rounding step, greedily, while that brings the count closer to budget.
 
@@ -273,14 +273,14 @@ def _refine(
     real-valued width ``x``, so the shape the law prescribes is kept. With coarse rounding (``round_to``
     8: every step a few tenths of a percent) single nudges can stall above 0.1%; while the error is
     above ``_PAIR_TOL`` two layers are then nudged at once (one step each, either direction), whose
-    differences are finer, and single nudges resume from there.
+    differences are finer, and single nudges resume from there. Only layers where ``moves`` (L,) is true move.
     """
     lo_lim = np.maximum(floor, round_to * np.ceil(x / round_to - 2))
     hi_lim = round_to * np.floor(x / round_to + 2)
-    n, steps = len(w), (round_to, -round_to)
-    singles = [((i, s),) for i in range(n) for s in steps]
-    pairs = [((i, si), (j, sj)) for i in range(n) for j in range(i + 1, n) for si in steps for sj in steps]
-    for _ in range(4 * n):
+    layers, steps = np.flatnonzero(moves).tolist(), (round_to, -round_to)
+    singles = [((i, s),) for i in layers for s in steps]
+    pairs = [((i, si), (j, sj)) for i in layers for j in layers if j > i for si in steps for sj in steps]
+    for _ in range(4 * len(w)):
         err = abs(p - budget)
         best = _best_move(w, singles, lo_lim, hi_lim, count, budget, err)
         if best is None and err > _PAIR_TOL * budget:
@@ -322,8 +322,9 @@ def _sgd(
 
 
 def _t_cap(log_a: np.ndarray, beta: np.ndarray, max_width: int) -> float:
-    """The ln x where the path's widest layer reaches ``max_width`` (every beta > 0)."""
-    return float(((math.log(max_width) - log_a) / beta).min())
+    """The ln x where the path's widest growing layer (beta > 0; a constant one never does) reaches ``max_width``."""
+    grow = beta > 0
+    return float(((math.log(max_width) - log_a[grow]) / beta[grow]).min())
 
 
 def _setup(
@@ -392,7 +393,7 @@ def widths_for_budget(
         ValueError: a budget outside the achievable range (below the smallest network, every layer at
             ``min_width``, or beyond the law's reach, the widest layer at the metric's maximum width;
             the message names the budget, metric, unit and range), a law that does not match ``arch``,
-            a non-positive beta, an unknown method or metric.
+            a negative beta (or none positive), an unknown method or metric.
     """
     n_layers = len(get_arch(arch).default_widths)
     if len(law.alpha) != n_layers:
@@ -411,9 +412,9 @@ def widths_for_budget(
     if method != "bracket":
         raise ValueError(f"unknown method {method!r}; accepted: 'bracket', 'sgd'")
     beta = np.asarray(law.beta, dtype=float)
-    if (beta <= 0).any() or not np.isfinite(beta).all():
-        raise ValueError(f"the budget solver needs every beta > 0 (widths growing with size); got beta = "
-                         f"{[round(b, 4) for b in law.beta]}")
+    # beta = 0: a layer never pruned, held constant (the path stays monotone in tau)
+    if (beta < 0).any() or not (beta > 0).any() or not np.isfinite(beta).all():
+        raise ValueError(f"the budget solver needs every beta >= 0 and at least one > 0; got {beta.round(4).tolist()}")
     count, sc, problem, extras = _setup(arch, dataset, convcut, m, latency)
     _check_number(budget, m)
     x0 = m.start_tau(budget, arch, dataset, convcut, count)  # start the bracket near the budget's tau

@@ -120,11 +120,13 @@ def apply_masks(model: nn.Module, masks: dict[int, torch.Tensor]) -> Handles:
     handles = []
     for i, points in gate_points(model).items():
 
-        def hook(_m, _args, out, i=i):
+        def hook(m, _args, out, i=i):
             mask = masks.get(i)
             if mask is None:
                 return None
-            return out * mask.to(out.dtype).view(1, -1, *([1] * (out.dim() - 2)))
+            shape = [1] * out.dim()
+            shape[m.dim] = -1  # the gate's channel dimension (1, or -1 for a channels-last output)
+            return out * mask.to(out.dtype).view(shape)
 
         handles.extend(p.register_forward_hook(hook) for p in points)
     return Handles(handles)

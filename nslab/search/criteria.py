@@ -67,7 +67,7 @@ class TaylorFO:
         for i, gates in points.items():
             for gate in gates:
                 clamp = getattr(gate, "clamp_max", None) if self.relu6_gates == "before" else None
-                hook = self._fwd(i, clamp, coupled=len(gates) > 1)
+                hook = self._fwd(i, clamp, coupled=len(gates) > 1, dim=gate.dim)
                 handles.append(gate.register_forward_hook(hook))
         if any(len(g) > 1 for g in points.values()):
             # a new forward starts a new minibatch: forget a coupled group's partial sum of a pass never backwarded
@@ -79,8 +79,9 @@ class TaylorFO:
         self._part.clear()
         self._pending.clear()
 
-    def _fwd(self, i: int, clamp, coupled: bool):
-        """The forward hook of one gate point of entry ``i``: its backward hook adds ``g = sum z * dL/dz``."""
+    def _fwd(self, i: int, clamp, coupled: bool, dim: int = 1):
+        """The forward hook of one gate point of entry ``i``: its backward hook adds ``g = sum z * dL/dz`` over every
+        dimension but the channels' ``dim``."""
 
         def fwd(_m, _args, out):
             if not (torch.is_grad_enabled() and out.requires_grad):
@@ -92,7 +93,7 @@ class TaylorFO:
                 self._pending[i] = self._pending.get(i, 0) + 1
 
             def bwd(grad):
-                g = (z.float() * grad.float()).sum(dim=[d for d in range(z.dim()) if d != 1]).double()
+                g = (z.float() * grad.float()).sum(dim=[d for d in range(z.dim()) if d != dim % z.dim()]).double()
                 if coupled:  # one gate shared by every member: its gradient is the members' sum
                     self._part[i] = self._part[i] + g if i in self._part else g
                     self._pending[i] -= 1

@@ -291,7 +291,9 @@ def _run_iteration(k, start, arch, dataset, convcut, data, search, seed, device,
     change = float(np.mean(np.abs(np.subtract(gen.widths, start)) / np.asarray(start, dtype=float)))
     io.write_json(it / "summary.json", {
         "iteration": k, "start_widths": list(start), "start_params": param_count(arch, start, dataset, convcut),
-        "final_widths": res.final_widths, "at_half": res.at_half, "steps": res.steps, "stop_reason": res.stop_reason,
+        "final_widths": res.final_widths, "at_half": res.at_half,
+        "never_pruned": [i for i, (w, w0) in enumerate(zip(res.final_widths, start)) if w == w0],  # beta = 0
+        "steps": res.steps, "stop_reason": res.stop_reason,
         "generated": {"ratio": 1.0, "widths": gen.widths, "params": gen.params, "target": gen.target,
                       "rel_error": gen.rel_error},
         "change_from_previous": change, "final_loss": res.losses[-1] if res.losses else None,

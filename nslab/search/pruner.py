@@ -163,6 +163,7 @@ class Pruner:
         self.masks: dict[int, torch.Tensor] = {}  # read by the gate hooks at every forward: mutate, never rebind
         self.rows: list[list[int]] = []
         self.row_params: list[int] = []
+        self.history: list[list[int]] = []  # the widths after every step: the trajectory when an entry is never pruned
         self.losses: list[float] = []
         self.steps = 0
         self.stop_reason: str | None = "fraction" if self.n_alive <= self.target else None
@@ -183,10 +184,26 @@ class Pruner:
         """The logical widths: alive channels per entry."""
         return [int(a.sum()) for a in self.alive]
 
+    def never_pruned(self) -> list[int]:
+        """Entries still at their start width (after :attr:`done`: never pruned)."""
+        return [i for i, (w, w0) in enumerate(zip(self.widths(), self.start)) if w == w0]
+
     def trajectory(self) -> tuple[np.ndarray, np.ndarray]:
-        """The rows so far: ``(rows, L)`` widths and ``(rows,)`` exact parameter counts, int64."""
-        w = np.asarray(self.rows, dtype=np.int64).reshape(-1, len(self.start))
-        return w, np.asarray(self.row_params, dtype=np.int64)
+        """The rows so far: ``(rows, L)`` widths and ``(rows,)`` exact parameter counts, int64.
+
+        Rows are recorded once every entry has lost a channel (the release's rule). A finished run that never
+        pruned some entry (a traced network's group whose channels always ranked high: ConvNeXt's stem, whose
+        every other group carries a 1e-6 layer scale) would have none; its rows are then taken from the step
+        where every *pruned* entry had lost one, the others constant in them (a power law with beta = 0, which
+        the budget solver holds at that width).
+        """
+        rows, params, never = self.rows, self.row_params, self.never_pruned()
+        if self.done and never and len(never) < len(self.start):
+            rows = [h for h in self.history if all(w < w0 for i, (w, w0) in enumerate(zip(h, self.start))
+                                                    if i not in never)]
+            params = [param_count(self.arch, r, self.dataset, self.convcut) for r in rows]
+        w = np.asarray(rows, dtype=np.int64).reshape(-1, len(self.start))
+        return w, np.asarray(params, dtype=np.int64)
 
     def attach(self, model: nn.Module) -> None:
         """Hook ``model``'s gates: masks first, then the criterion (which thus sees masked outputs)."""
@@ -238,6 +255,7 @@ class Pruner:
         if hasattr(self.criterion, "reset"):
             self.criterion.reset()
         logical = self.widths()
+        self.history.append(logical)
         if all(w < w0 for w, w0 in zip(logical, self.start)):
             self.rows.append(logical)
             self.row_params.append(param_count(self.arch, logical, self.dataset, self.convcut))
@@ -290,6 +308,7 @@ class Pruner:
             "masked": sorted(self.masks),
             "rows": [list(r) for r in self.rows],
             "row_params": list(self.row_params),
+            "history": [list(h) for h in self.history],
             "losses": list(self.losses),
             "steps": self.steps,
             "stop_reason": self.stop_reason,
@@ -304,6 +323,7 @@ class Pruner:
         self.masks.update({i: self.alive[i].to(device=self.device, dtype=torch.float32) for i in state["masked"]})
         self.rows = [list(r) for r in state["rows"]]
         self.row_params = list(state["row_params"])
+        self.history = [list(h) for h in state.get("history", [])]  # none in an older nslab's checkpoint
         self.losses = list(state["losses"])
         self.steps = int(state["steps"])
         self.stop_reason = state["stop_reason"]
