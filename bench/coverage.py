@@ -29,16 +29,14 @@ import time
 import traceback
 from pathlib import Path
 
-import torch
 import torchvision  # imported before timing: the first import costs ~1.5 s, once per process
-from torch.utils.flop_counter import FlopCounterMode
 
 from nslab import io
 from nslab.config import preset
 from nslab.data import synthetic_data
 from nslab.device import torch_threads
-from nslab.models import Architecture, get_arch, resolve_arch, uniform_widths, unregister
-from nslab.models.traced_arch import traced_network
+from nslab.models import Architecture, get_arch, measured_counts, resolve_arch, uniform_widths, unregister
+from nslab.views.network import random_widths
 
 SMOKE = ["torchvision:resnet18", "torchvision:mobilenet_v3_small", "torchvision:shufflenet_v2_x0_5"]
 TIMM = ["timm:resnet18", "timm:efficientnet_b0", "timm:mobilenetv3_small_100", "timm:convnext_atto",
@@ -57,28 +55,12 @@ def model_names(timm_models: list[str]) -> tuple[list[str], str | None]:
     return names + timm_models, None
 
 
-def random_widths(arch: Architecture, rng: random.Random) -> list[int]:
-    """A width vector 0.3x..1.6x the defaults, each entry a multiple of its group's step (grouped layers)."""
-    steps = [g.multiple for g in traced_network(arch).groups]
-    return [max(m, round(d * rng.uniform(0.3, 1.6)) // m * m) for d, m in zip(arch.default_widths, steps)]
-
-
-def counted_on_module(arch: Architecture, widths: list[int]) -> tuple[int, int]:
-    """(parameters, MACs) of ``arch.build(widths)`` on the meta device: sum of numel, FlopCounterMode / 2."""
-    with torch.device("meta"):
-        model = arch.build(widths, CLASSES, arch.variants[0], False).eval()
-        x = torch.empty(1, 3, 32, 32)
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        model(x)
-    return sum(p.numel() for p in model.parameters()), fc.get_total_flops() // 2
-
-
 def counts_exact(arch: Architecture, seed: str, vectors: int = 2) -> tuple[bool, str]:
     """Whether the compiled counts equal the built module's at ``vectors`` random width vectors, and a note."""
     rng = random.Random(seed)
     for _ in range(vectors):
-        w = random_widths(arch, rng)
-        built = counted_on_module(arch, w)
+        w = random_widths(arch.name, rng)
+        built = measured_counts(arch.name, w, "cifar10")  # the built module, on the meta device
         compiled = (arch.params(w, CLASSES, "cifar", False), arch.macs(w, CLASSES, "cifar", False, 32))
         if built != compiled:
             return False, f"at {w}: compiled {compiled}, built {built}"

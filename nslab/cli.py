@@ -144,10 +144,10 @@ def cmd_generate(args: argparse.Namespace) -> dict:
     resolve_arch(args.arch, args.dataset)  # a factory string the run or fit file names is traced again
     name, kind, value = _generate_budget(args)
     m, table = get_metric(name), None
-    if m is LATENCY:  # this machine's per-layer table: timed on first use, then cached on disk
-        from .scaling.latency_table import default_table
+    if m is LATENCY:  # this device's per-layer table (timed on first use, cached), or a traced network's path
+        from .scaling.path_latency import latency_model
 
-        table = default_table(args.device, batch=args.batch)
+        table = latency_model(law, args.arch, args.dataset, args.convcut, args.device, args.batch)
     count = m.counter(args.arch, args.dataset, args.convcut, latency=table)
     target = value if kind == "budget" else count(uniform_widths(args.arch, value))
     s = widths_for_budget(law, args.arch, args.dataset, target, round_to=args.round_to, min_width=args.min_width,
@@ -158,6 +158,7 @@ def cmd_generate(args: argparse.Namespace) -> dict:
         out = {"widths": s.widths, "params": s.params, "macs": s.macs, "target": s.target, "rel_error": s.rel_error}
         out.update({"metric": s.metric}, **({} if m.field in out else {m.field or "value": s.achieved}))
         out.update({"device": args.device, "batch": args.batch} if table is not None else {})
+        out.update(table.report(s.widths) if hasattr(table, "report") else {})  # the path's measured error
     if args.out:  # written last and atomically: an error above leaves the file already there untouched
         source = {k: getattr(args, k) for k in ("run", "fit", "published") if getattr(args, k)}
         rec = generated.generated_record(args.arch, args.dataset, s.widths, args.convcut, iteration=args.iteration,

@@ -179,7 +179,7 @@ def test_grid_computes_exactly_what_the_notebooks_then_read(tmp_path, monkeypatc
     monkeypatch.setattr(descent, "_run_iteration", computes)
     monkeypatch.setattr(importlib.import_module("nslab.runs.train"), "train", computes)  # nslab.train: the function
     monkeypatch.setattr(importlib.import_module("nslab.scaling.baselines"), "li_baseline", computes)
-    # the calls of notebooks 01/02, 04, 05, 06, 07 and 08
+    # the calls of notebooks 01/02, 04, 05, 06, 07, 08 and 09
     studies.search(p, p.descent, where, iterations=1, progress=False)
     studies.search(p, p.descent, where, progress=False)
     studies.benchmark_all(p, where, progress=False)
@@ -187,6 +187,8 @@ def test_grid_computes_exactly_what_the_notebooks_then_read(tmp_path, monkeypatc
     studies.convcut_study(p, p.convcut[0], where, progress=False)
     if getattr(p, "macs_study", None) is not None:  # notebook 08
         studies.macs_study(p, where, progress=False)
+    if getattr(p, "your_network", None) is not None:  # notebook 09: a traced network's search and runs
+        studies.macs_study(p, where, progress=False, setting=studies.your_network(p))
     assert outputs(where.results) == before
     # only some notebooks: their tasks only
     only = grid.tasks(p, where, ["7"])

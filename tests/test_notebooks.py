@@ -20,7 +20,7 @@ from nslab.config import preset
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 NAMES = ["01_iterative_pruning", "02_power_law", "03_budget_explorer", "04_architecture_descent",
-         "05_benchmark", "06_pretraining_epochs", "07_convcut", "08_equal_compute"]
+         "05_benchmark", "06_pretraining_epochs", "07_convcut", "08_equal_compute", "09_your_network"]
 DATA = Path(__file__).parent / "data"
 FIG, TAB = ("html", "png"), ("csv", "md")
 EXPECTED = {  # file stem -> extensions, per notebook
@@ -37,6 +37,8 @@ EXPECTED = {  # file stem -> extensions, per notebook
     "07": {"fig10_convcut_mobilenetv2": FIG, "table5_convcut_mobilenetv2": TAB, "fig11_convcut_resnet18": FIG,
            "table6_convcut_resnet18": TAB},
     "08": {"nb08_equal_compute": FIG + TAB},
+    "09": {"nb09_groups": TAB, "nb09_counts": TAB, "nb09_trajectory": FIG, "nb09_power_law": FIG,
+           "nb09_configurations": FIG + TAB, "nb09_your_network": FIG + TAB},
 }
 
 
@@ -204,3 +206,22 @@ def test_equal_compute_table_holds_the_macs_budget(smoke):
         held = "macs_m" if r["budget"] == "macs" else "params_m"
         assert abs(float(r[held]) / float(uniform[held]) - 1) < 0.01, r  # the table rounds to 3-4 digits
     assert "equal MACs" in next(r["label"] for r in t if r["method"] == "morphnet")
+
+
+def test_your_network_notebook_shows_the_traced_groups_exact_counts_and_both_budgets(smoke):
+    s = preset("smoke").your_network
+    groups = rows(smoke, "nb09_groups")
+    assert [r["group"] for r in groups][:2] == ["conv1", "layer1.0.conv1"] and len(groups) == 12  # ResNet18's
+    counts = rows(smoke, "nb09_counts")
+    assert len(counts) == 4 and all(r["exact"] == "True" for r in counts)
+    assert all(r["params"] == r["params_built"] and r["macs"] == r["macs_built"] for r in counts)
+    t = rows(smoke, "nb09_your_network")
+    assert {(r["method"], r["budget"]) for r in t} == {("uniform", "macs"), ("neuralscale_last", "macs"),
+                                                        ("neuralscale_last", "params")}
+    uniform = next(r for r in t if r["method"] == "uniform")
+    for r in t:
+        held = "macs_m" if r["budget"] == "macs" else "params_m"
+        assert abs(float(r[held]) / float(uniform[held]) - 1) < 0.01, r
+        assert float(r["ratio"]) == s.ratios[0]  # 0.125 printed as 0.125, not rounded to 0.12
+    configs = rows(smoke, "nb09_configurations")
+    assert {r["method"] for r in configs} == {"uniform", "morphnet", "neuralscale"}

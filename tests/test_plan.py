@@ -41,7 +41,7 @@ def test_plan_counts_the_grid_and_prices_it(tmp_path):
     # smoke: one epoch per run on 64 images (Li et al.: the start network's epoch, then one fine-tuning epoch)
     assert g["epochs"] == g["training_runs"] + 1 + sum(
         t.job.spec.settings.prune.pretrain_epochs for t in ts if t.kind == "search")
-    assert set(out["probe"]["fits"]) == {"vgg11", "resnet18", "mobilenetv2"}
+    assert set(out["probe"]["fits"]) == {"vgg11", "resnet18", "mobilenetv2", p.your_network.arch}  # + notebook 09
     assert 0 < out["wall_hours"] <= out["wall_hours_one_task_per_device"] <= out["device_hours"]
     assert sum(c["tasks"] for c in out["configurations"]) == len(ts)
     assert "check" not in out  # nothing on disk yet to compare with

@@ -288,3 +288,24 @@ def test_atomic_write_gives_files_the_usual_mode(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(p.stat().st_mode) == 0o644  # not mkstemp's private 0600
+
+
+def test_an_onset_fit_leaves_out_the_rows_before_a_layer_starts_to_shrink():
+    # layer 0 stays whole for the first 12 rows (as a traced network's residual stream does), then follows
+    # w = 0.5 tau^0.6 like the others; the paper's rule fits it across the plateau, the onset rule after it
+    from nslab.models import get_arch
+
+    arch = "vgg11"
+    rows = []
+    for t in np.geomspace(6e5, 2e4, 40):
+        w = [max(1, round(0.5 * t ** 0.6 * (1 + 0.1 * i))) for i in range(8)]
+        rows.append(w)
+    rows = np.array(rows)
+    rows[:12, 0] = rows[12, 0]  # the plateau
+    keep = np.r_[True, np.diff(rows.sum(1)) < 0]  # row sums must strictly decrease
+    rows = rows[keep]
+    plain = fit_power_law(rows, arch, "cifar10")  # None: VGG11's rule, every row
+    assert fit_power_law(rows, arch, "cifar10", onset=False) == plain and not get_arch(arch).fit_from_onset
+    onset = fit_power_law(rows, arch, "cifar10", onset=True)
+    assert onset.r2[0] > 0.99 > plain.r2[0] and onset.beta[0] > plain.beta[0] + 0.05
+    assert onset.beta[1:] == plain.beta[1:] and onset.rows == plain.rows == len(rows)  # the others: no plateau

@@ -497,3 +497,24 @@ def test_the_last_incomplete_minibatch_counts_towards_a_prune_step_as_in_the_rel
     assert (16 in pruning) is (not drop_last)
     # every minibatch trained on while pruning counts: one prune step per 3 of them, the last ends the run
     assert res.stop_reason == "fraction" and len(pruning) == 3 * res.steps
+
+
+def _last_layer_kept(model):
+    # A plug-in criterion: VGG11's last layer always ranks highest (never pruned), the others at random.
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    g = torch.Generator().manual_seed(sum(bn.num_features for bn in bns))
+    return [torch.full((bn.num_features,), 1e9) if i == len(bns) - 1 else torch.rand(bn.num_features, generator=g)
+            for i, bn in enumerate(bns)]
+
+
+def test_a_layer_never_pruned_still_leaves_a_trajectory(data):
+    # rows are recorded once every layer has lost a channel: never, here; the rows then come from the step where
+    # every pruned layer had lost one, the kept layer constant in them
+    widths = [4, 8, 8, 8, 8, 8, 8, 8]
+    s = dataclasses.replace(FAST, channels_per_step=2, stop_fraction=0.5)
+    res = prune("vgg11", data, s, widths=widths, criterion=_last_layer_kept, progress=False)
+    assert res.stop_reason == "fraction" and res.final_widths[7] == 8
+    assert len(res.widths) >= 3 and (res.widths[:, 7] == 8).all()
+    assert (res.widths[:, :7] < np.asarray(widths[:7])).all()  # every row: each pruned layer already lost one
+    assert (np.diff(res.widths.sum(1)) < 0).all()  # one row per step, shrinking
+    assert list(res.params) == [param_count("vgg11", list(w), "cifar10") for w in res.widths]

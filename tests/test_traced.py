@@ -378,3 +378,60 @@ def test_fixed_groups_are_not_widths_and_counts_stay_exact():
     assert sorted({m.index for m in model.modules() if isinstance(m, Gate)}) == list(range(len(arch.groups)))
     with pytest.raises(ValueError, match="expected 9 widths"):
         arch.build(list(full.default_widths), 10, "cifar", False)
+
+
+def test_a_factory_string_is_taken_wherever_a_name_is_and_names_files_without_its_colon():
+    from nslab.config import Setting
+    from nslab.models import ARCHS, measured_counts, param_count
+    from nslab.views import network
+
+    name = "nslab.models.zoo:cifar_resnet18"
+    ARCHS.pop(name, None)  # as in a fresh grid worker: nothing traced yet
+    try:
+        a = get_arch(name)
+        assert a.name == name and get_arch(name) is a and len(a.groups) == 12
+        w = [8, 8, 8, 16, 16, 16, 32, 32, 32, 64, 64, 64]
+        assert param_count(name, w, "cifar10") == 176402 == sum(p.numel() for p in create_model(name, w).parameters())
+        rows = network.count_rows(name, "cifar10", vectors=2, seed=1)
+        assert len(rows) == 3 and all(r["exact"] for r in rows)
+        assert [r["entry"] for r in network.group_rows(name)] == list(range(12))
+        assert Setting(name, "cifar10", "cifar10", (0.125,)).slug == "nslab.models.zoo-cifar_resnet18_cifar10"
+    finally:
+        ARCHS.pop(name, None)
+    assert measured_counts("vgg11", [8] * 8) == (nslab.param_count("vgg11", [8] * 8), nslab.macs("vgg11", [8] * 8))
+    with pytest.raises(ValueError, match="unknown architecture 'nope'; accepted: vgg11"):
+        get_arch("nope")
+
+
+def test_a_latency_budget_on_a_traced_network_is_measured_along_the_law_and_its_error_reported():
+    import numpy as np
+
+    from nslab.scaling.path_latency import latency_model, measure_path
+    from nslab.scaling.powerlaw import PowerLaw
+    from nslab.scaling.solver import widths_for_budget
+
+    a = register(Architecture.from_module("torchvision:resnet18", (3, 32, 32), name="tv_latency_r18"))
+    try:
+        d = np.array(a.default_widths, float)
+        beta = np.linspace(0.4, 0.8, len(d))
+        law = PowerLaw(tuple(d / nslab.param_count(a.name, None, "cifar10") ** beta), tuple(beta))
+        path = measure_path(law, a.name, "cifar10", points=4, low=0.05, high=0.2, warmup=1, repeat=3)
+        assert len(path.ms) == 4 and list(path.macs) == sorted(path.macs) and min(path.ms) > 0
+        assert len(path.loo_errors()) == 2 and all(e >= 0 for e in path.loo_errors())
+        # through the measured points (where timing noise did not make the curve dip)
+        top = int(np.argmax(path.ms))
+        assert path.predict(path.widths[top]) == pytest.approx(path.ms[top], rel=1e-9)
+        target = float(np.sqrt(path.ms[0] * path.ms[-1]))
+        s = widths_for_budget(law, a.name, "cifar10", target, metric="latency", latency=path)
+        assert s.metric == "latency" and path.predict(s.widths) == pytest.approx(s.achieved)
+        assert min(path.ms) * 0.5 < s.achieved < max(path.ms) * 2  # within the measured range (noise makes steps)
+        rep = path.report(s.widths)
+        assert rep["latency_model"] == "path" and rep["points"] == 4 and rep["measured_ms"] > 0
+        assert rep["rel_error"] == pytest.approx(abs(rep["predicted_ms"] / rep["measured_ms"] - 1))
+        with pytest.raises(ValueError, match="latency measured on tv_latency_r18 cifar10"):
+            path.predictor("vgg11", "cifar10")
+        assert not hasattr(latency_model(law, "vgg11", "cifar10"), "report")  # a paper network: its layer table
+        with pytest.raises(ValueError, match="points >= 3"):
+            measure_path(law, a.name, "cifar10", points=2)
+    finally:
+        unregister(a.name)

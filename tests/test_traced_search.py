@@ -120,11 +120,12 @@ def test_a_coupled_group_is_gated_and_masked_at_every_member():
         assert seen[name][:, [1, 5]].abs().max() == 0 and seen[name][:, 0].abs().max() > 0
 
 
-def test_a_coupled_group_scores_as_one_gate_shared_by_its_members():
+@pytest.mark.parametrize("coupled", ["gate", "mean"])
+def test_a_coupled_group_scores_as_one_gate_shared_by_its_members(coupled):
     a = arch_of("resdw")
     torch.manual_seed(0)
     model = a.build(list(a.default_widths), 10, "cifar", False).train()
-    crit = TaylorFO().attach(model)
+    crit = TaylorFO(coupled=coupled).attach(model)
     outs = {}
 
     def keep(m, args, out, name):
@@ -137,10 +138,13 @@ def test_a_coupled_group_scores_as_one_gate_shared_by_its_members():
     F.cross_entropy(model(x), y).backward()
     member = {n: (o.detach() * o.grad).sum((0, 2, 3)).double() for n, o in outs.items()}
     r, b1 = residual_group(a), next(i for i, g in enumerate(a.groups) if g.name == "c1")
-    assert torch.allclose(crit.last[r], member["stem.1"] + member["b2"], rtol=1e-5, atol=1e-12)
-    assert torch.allclose(crit.last[b1], member["b1"], rtol=1e-5, atol=1e-12)
+    tied = (member["stem.1"] + member["b2"]) / (2 if coupled == "mean" else 1)  # the shared gate's, or its mean
+    assert torch.allclose(crit.last[r], tied, rtol=1e-5, atol=1e-12)
+    assert torch.allclose(crit.last[b1], member["b1"], rtol=1e-5, atol=1e-12)  # one member: the same either way
     scores = crit(model)
-    assert torch.allclose(scores[r], (member["stem.1"] + member["b2"]) ** 2, rtol=1e-5, atol=1e-20)
+    assert torch.allclose(scores[r], tied ** 2, rtol=1e-5, atol=1e-20)
+    with pytest.raises(ValueError, match="unknown coupled 'sum'; accepted: mean, gate"):
+        TaylorFO(coupled="sum")
 
 
 @pytest.mark.parametrize("which", ["resdw", "resnet18"])
@@ -231,7 +235,7 @@ def test_prune_fit_solve_build_end_to_end_and_resume(which, registered, data, tm
     a = registered(which)
     s = FAST if which == "resdw" else dataclasses.replace(FAST, channels_per_step=300, stop_fraction=0.2)
     first = prune(a.name, data, s, seed=0, progress=False)
-    assert first.steps >= 3 and len(first.widths) >= 2
+    assert first.steps >= 3 and len(first.widths) == first.steps  # a row after every step (fit_from_onset)
     count = [nslab.param_count(a.name, r.tolist()) for r in first.widths]
     assert first.params.tolist() == count
     # a coupled group shrank as one: every norm of the residual group has the group's (physical) width
@@ -261,6 +265,7 @@ def test_architecture_descent_on_a_traced_network(registered, tmp_path):
     run = nslab.architecture_descent(a.name, "cifar10", None, search, tmp_path / "d", progress=False,
                                      weights=trained)
     assert len(run.iterations) == 2 and run.settings["weights"] == nslab.search.prune.weights_digest(trained)
+    assert a.fit_from_onset and run.settings["fit"] == "onset"  # the rule keys the run (paper networks: no key)
     for it in run.iterations:
         assert it.params.tolist() == [nslab.param_count(a.name, r.tolist()) for r in it.widths]
     with pytest.raises(ValueError, match="weights"):
@@ -277,3 +282,50 @@ def test_prune_speed_bench_on_a_torchvision_model():
     # another order, so near-tied scores can rank apart; exactness is test_shrinking_computes_what_the_masked_...)
     assert res["model"] == "torchvision:resnet18" and res["shrink_s"] > 0 and res["mask_s"] > 0
     assert "shrink:" in out and "4 steps" in out
+
+
+def test_a_channels_last_group_is_gated_scored_and_masked_on_its_last_dimension():
+    sys.path.insert(0, str(Path(__file__).parent))
+    from usernet import ChannelsLast
+
+    a = Architecture.from_module(ChannelsLast, (3, 32, 32), name="ts_channels_last")
+    hidden = next(i for i, g in enumerate(a.groups) if g.name == "up")
+    assert len(a.groups) == 2 and a.default_widths[hidden] == 64
+    torch.manual_seed(0)
+    model = a.build(list(a.default_widths), 10, "cifar", False).train()
+    points = gate_points(model)
+    assert [p.dim for p in points[hidden]] == [-1]  # the Linear's (N, H, W, C) output
+    crit = TaylorFO().attach(model)
+    outs = {}
+    keep = lambda m, a_, o: outs.update(up=o) or (o.retain_grad() if o.requires_grad else None)  # noqa: E731
+    model.get_submodule("up").register_forward_hook(keep)
+    F.cross_entropy(model(torch.randn(2, 3, 32, 32)), torch.randint(0, 10, (2,))).backward()
+    z = outs["up"]
+    assert torch.allclose(crit.last[hidden], (z.detach() * z.grad).sum((0, 1, 2)).double(), rtol=1e-5, atol=1e-12)
+    crit.detach()
+    mask = torch.ones(64)
+    mask[[3, 7]] = 0
+    apply_masks(model, {hidden: mask})
+    with torch.no_grad():
+        model(torch.randn(2, 3, 32, 32))
+    assert outs["up"][..., [3, 7]].abs().max() == 0 and outs["up"][..., 0].abs().max() > 0
+    # and its counts stay exact at widths unlike the default
+    w = [24, 40]
+    with torch.device("meta"):
+        built = a.build(w, 10, "cifar", False)
+    assert a.params(w, 10, "cifar", False) == sum(p.numel() for p in built.parameters())
+
+
+def test_the_explorer_slides_a_traced_search_in_parameters_and_in_latency(registered, tmp_path):
+    from nslab.views import explorer
+
+    a = registered("resdw")
+    search = SearchSettings(prune=FAST, iterations=1, synthetic=True, train_subset=64)
+    run = nslab.architecture_descent(a.name, "cifar10", None, search, tmp_path / "d", progress=False)
+    fits = explorer.run_fits(run)
+    assert list(fits) == [f"this project: {a.name} cifar10, iteration 1"]
+    box = explorer.explorer_widget(fits)
+    metric_dd, shown = box.children[2], box.children[3].children[1]
+    assert "params" in shown.value
+    metric_dd.value = "latency"  # no layer table for a traced network: its fit's path is timed instead
+    assert " ms" in shown.value and "color:#c00" not in box.children[4].value

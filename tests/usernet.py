@@ -3,6 +3,7 @@
 Not a test module: the CLI imports it by name, as it would import a user's ``package.module:function``.
 """
 
+import torch
 from torch import nn
 
 
@@ -46,3 +47,26 @@ class Flat64(nn.Module):
 
     def forward(self, x):
         return self.fc(self.conv(x).flatten(1))
+
+
+class ChannelsLast(nn.Module):
+    """A ConvNeXt-style block on a conv stem: depthwise conv, then channels-last (N, H, W, C) LayerNorm and a
+    Linear MLP (4x expansion), a per-channel layer scale, back to (N, C, H, W), added to the stem's output.
+
+    Two coupled groups: the stream (stem, depthwise conv, LayerNorm, the MLP's output, the layer scale) and the
+    MLP's hidden width, whose gate sits on a Linear output: its channels are the *last* dimension.
+    """
+
+    def __init__(self, width: int = 16, classes: int = 10):
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.dw = nn.Conv2d(width, width, 7, padding=3, groups=width)
+        self.norm = nn.LayerNorm(width)
+        self.up, self.act, self.down = nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)
+        self.scale = nn.Parameter(torch.full((width,), 0.5))
+        self.fc = nn.Linear(width, classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.down(self.act(self.up(self.norm(self.dw(x).permute(0, 2, 3, 1))))) * self.scale
+        return self.fc((x + y.permute(0, 3, 1, 2)).mean((2, 3)))

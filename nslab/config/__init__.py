@@ -19,6 +19,7 @@ from .parts import (
     Resources,
     SearchSettings,
     digest,
+    file_part,
     resolve,
     scale_epochs,
 )
@@ -27,6 +28,6 @@ from .presets import CPU, GPU, PAPER, PRESETS, SMOKE, preset
 
 __all__ = [  # the parts, then the presets
     "BaselineSettings", "LatencySettings", "Preset", "PruneSettings", "Recipe", "Resources", "SearchSettings",
-    "Setting", "TaskSettings", "digest", "resolve", "scale_epochs",
+    "Setting", "TaskSettings", "digest", "file_part", "resolve", "scale_epochs",
     "CPU", "GPU", "PAPER", "PRESETS", "SMOKE", "preset",
 ]

@@ -23,6 +23,7 @@ __all__ = [
     "Resources",
     "SearchSettings",
     "digest",
+    "file_part",
     "resolve",
     "scale_epochs",
 ]
@@ -42,6 +43,13 @@ def resolve(obj: Any) -> Any:
     if hasattr(obj, "item") and not isinstance(obj, str | bytes):  # numpy / torch scalars
         return obj.item()
     return obj
+
+
+def file_part(name: str) -> str:
+    """``name`` as part of a file name (a run directory, a record): a factory string such as
+    ``nslab.models.zoo:cifar_resnet18`` has a colon, not allowed in Windows file names; every character but letters,
+    digits and ``._-`` becomes ``-``."""
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in name)
 
 
 def digest(*parts: Any, n: int = 16) -> str:
@@ -126,9 +134,12 @@ class PruneSettings:
             it counts towards ``batches_per_step`` like any other).
         precision: arithmetic of the run's steps on CUDA, where the Taylor-FO scores accumulate: ``"bf16"``
             (bf16 autocast) or ``"fp32"`` (no autocast, TF32 off: the release). CPU runs are fp32 either way.
+        coupled_scores: how Taylor-FO scores a traced network's coupled group (``"mean"``: the members' mean, or
+            ``"gate"``: their sum; :class:`nslab.search.criteria.TaylorFO`'s ``coupled``). Hand-written networks
+            have one gate per entry: the same scores either way.
 
-    ``relu6_gates``, ``drop_last``, ``precision``, ``stop_rule``, ``lr_schedule`` and ``prune_ties`` came
-    after results were cached: at their defaults they are left out of the resolved settings
+    ``relu6_gates``, ``drop_last``, ``precision``, ``stop_rule``, ``lr_schedule``, ``prune_ties`` and
+    ``coupled_scores`` came after results were cached: at their defaults they are left out of the resolved settings
     (:func:`resolve`), so those results keep their keys.
     """
 
@@ -158,6 +169,7 @@ class PruneSettings:
     stop_rule: str = dataclasses.field(default="rank", metadata={"omit_default": True})
     lr_schedule: str = dataclasses.field(default="nslab", metadata={"omit_default": True})
     prune_ties: str = dataclasses.field(default="exact_k", metadata={"omit_default": True})
+    coupled_scores: str = dataclasses.field(default="mean", metadata={"omit_default": True})
 
     def __post_init__(self) -> None:
         if self.relu6_gates not in ("after", "before"):
@@ -165,7 +177,7 @@ class PruneSettings:
         if self.precision not in ("bf16", "fp32"):
             raise ValueError(f"unknown precision {self.precision!r}; accepted: bf16, fp32")
         for name, accepted in (("stop_rule", ("rank", "release")), ("lr_schedule", ("nslab", "release")),
-                               ("prune_ties", ("exact_k", "at_or_below"))):
+                               ("prune_ties", ("exact_k", "at_or_below")), ("coupled_scores", ("mean", "gate"))):
             if getattr(self, name) not in accepted:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; accepted: {', '.join(accepted)}")
         if self.lr_schedule == "release" and self.pretrain_schedule != "constant":

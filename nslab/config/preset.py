@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .parts import BaselineSettings, LatencySettings, Recipe, Resources, SearchSettings, scale_epochs
+from .parts import BaselineSettings, LatencySettings, Recipe, Resources, SearchSettings, file_part, scale_epochs
 
 __all__ = ["Preset", "Setting", "TaskSettings"]
 
@@ -80,8 +80,8 @@ class Setting:
 
     @property
     def slug(self) -> str:
-        """``<arch>_<dataset>``, for file names."""
-        return f"{self.arch}_{self.dataset}"
+        """``<arch>_<dataset>``, for file names (a factory string's ``:`` as ``-``)."""
+        return file_part(f"{self.arch}_{self.dataset}")
 
     def seeds_at(self, ratio: float, method: str | None = None) -> tuple[int, ...]:
         """Seeds run at ``ratio`` (by ``method``)."""
@@ -116,6 +116,9 @@ class Preset:
             tables' captions (:func:`nslab.views.tables.caption`).
         macs_study: notebook 08 (beyond the paper): the setting trained at equal MACs per image
             (:func:`nslab.runs.studies.macs_study`); ``None``: none.
+        your_network: notebook 09 (beyond the paper): a network traced from any module (its arch a factory
+            string, :meth:`nslab.Architecture.from_module`), searched, then NeuralScale against uniform at equal
+            parameters and equal MACs (:func:`nslab.runs.studies.macs_study` of it); ``None``: none.
         resources: what each task of the grid asks an executor for (:mod:`nslab.runs.executors`); scheduling
             only, part of no cache key.
         prune_by_variant: :class:`PruneSettings` overrides by dataset variant, as ``(variant, ((field,
@@ -140,6 +143,7 @@ class Preset:
     chance_margin: float | None = 3.0
     excluded: tuple[tuple[str, str], ...] = ()
     macs_study: Setting | None = None
+    your_network: Setting | None = None
     resources: Resources = Resources()
     prune_by_variant: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
 

@@ -76,6 +76,10 @@ _PAPER_TINY_SEARCH = (("tiny", (("batches_per_step", 100), ("batch_size", 100)))
 
 # Notebook 08 (beyond the paper): the methods trained at uniform's MACs per image instead of its parameters
 _MACS_METHODS = ("uniform", "morphnet", "neuralscale_last")
+# Notebook 09 (beyond the paper): NeuralScale on a network nslab traces instead of hand-writing (torchvision's
+# ResNet18 with a CIFAR stem), uniform against NeuralScale (last) at equal parameters and equal MACs
+_YOURS = dict(arch="nslab.models.zoo:cifar_resnet18", dataset="cifar10", paper_dataset="cifar10", ratios=(0.125,),
+              methods=("uniform", "neuralscale_last"), start_ratio=0.125, scale=1.0)
 
 PAPER = Preset(
     name="paper",
@@ -95,6 +99,8 @@ PAPER = Preset(
     convcut=(Setting("mobilenetv2", "tinyimagenet", "tinyimagenet", _T3, _SEEDS),
              Setting("resnet18", "tinyimagenet", "tinyimagenet", _T3, _SEEDS)),
     macs_study=Setting("vgg11", "cifar10", "cifar10", _C, _SEEDS, methods=_MACS_METHODS),
+    # notebook 09 (beyond the paper): the CIFAR ResNet18 searched from its full width with the release's protocol
+    your_network=Setting(**{**_YOURS, "ratios": (0.25,), "start_ratio": None}, seeds=_SEEDS),
 )
 
 # CPU (2 cores, about 2 hours for the whole reproduction): VGG11 on CIFAR-10 throughout, where the paper's
@@ -138,6 +144,16 @@ _CPU_R18 = dict(_CHEAP, start_ratio=0.25, test_subset=2000)
 _CPU_MBV2 = dict(_CHEAP, start_ratio=0.5, test_subset=2000, train_subset=5_000, epochs=4,
                  prune=_CHEAP["prune"] + (("channels_per_step", 12), ("batch_size", 32)))
 _VGG = Setting("vgg11", "cifar10", "cifar10", (0.25, 0.75, 1.25, 2.0), scale=1.0)
+# Notebook 09 (beyond the paper): NeuralScale on a network nslab does not hand-write, traced from torchvision's
+# ResNet18 with a CIFAR stem (nslab.models.zoo.cifar_resnet18: 12 width groups). As the VGG11 search: the network
+# at 1/8 width (8-64 channels, 176k parameters, 8.9M MACs per image: about VGG11 r = 0.25's cost, ~1,400 img/s
+# training on 2 cores) is pre-trained for 2 epochs on all 50,000 images (60% test accuracy; the floor is 50%) and
+# pruned 2 channels every 5 minibatches of 128 (171 steps, a row each: a traced network fits each group from its
+# onset, Architecture.fit_from_onset), for 2 descent iterations;
+# the budget is that network's (r = 0.125 of the default widths); uniform and NeuralScale (last) at its parameters
+# and at its MACs, 2 seeds each, 6 epochs. About 40 minutes on 2 cores.
+_CPU_YOURS = Setting(**_YOURS, seeds=(0, 1), epochs=4, train_subset=20_000, search=(("iterations", 2),),
+                     prune=(("channels_per_step", 2), ("min_pretrain_accuracy", 50.0)))
 CPU = Preset(
     name="cpu",
     search=SearchSettings(_CPU_SEARCH, iterations=8, start_ratio=0.25),
@@ -163,6 +179,7 @@ CPU = Preset(
              Setting("resnet18", "cifar10", "tinyimagenet", (0.25,), **_CPU_R18)),
     # Table 1's setting and seeds: its uniform runs (and NeuralScale's at equal parameters) are reused
     macs_study=dataclasses.replace(_VGG, ratios=(0.25,), seeds=(0, 1), methods=_MACS_METHODS),
+    your_network=_CPU_YOURS,
     resources=Resources(cpus=2),  # one task at a time on both cores (the torch threads every run was timed with)
 )
 
@@ -197,6 +214,7 @@ SMOKE = Preset(
     convcut=(Setting("mobilenetv2", "cifar10", "tinyimagenet", (0.25,), **_SMOKE_MBV2),
              Setting("resnet18", "cifar10", "tinyimagenet", (0.5,), **_SMOKE_R18)),
     macs_study=Setting("vgg11", "cifar10", "cifar10", (0.25,), (0,), methods=_MACS_METHODS),
+    your_network=Setting(**_YOURS, search=(("iterations", 1),)),
 )
 
 # GPU (one H100/H200-class GPU, about one GPU-hour): the paper's findings on all three networks on CIFAR-10
@@ -247,6 +265,7 @@ GPU = Preset(
     convcut=(Setting("mobilenetv2", "cifar100", "tinyimagenet", (0.25,)),
              Setting("resnet18", "cifar100", "tinyimagenet", (0.25,))),
     macs_study=Setting("vgg11", "cifar10", "cifar10", **_GPU_R, methods=_MACS_METHODS),
+    your_network=Setting(**{**_YOURS, **_GPU_R, "start_ratio": None}),  # from full width, as the gpu search
     resources=Resources(cpus=2, gpus=0.25),
 )
 

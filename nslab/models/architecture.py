@@ -72,6 +72,11 @@ class Architecture:
             release set it for this network (``widths_for_budget(..., method="sgd")``, Eq. 9-11): the
             learning rate on tau, a fixed number of steps (``None``: run to ``tol``) and the relative
             parameter error it stops at (``None``: run the fixed steps); ``None``: the release has none.
+        fit_from_onset: record a trajectory row after every prune step and fit each group's law from the step it
+            starts to shrink (:func:`nslab.scaling.powerlaw.fit_power_law`'s ``onset``), instead of the release's
+            rows from the step every group has lost a channel. ``True`` for a traced network, where a group
+            read by many layers (a residual stream) keeps its width until late and the release's rule would leave
+            only the last rows of the search (:mod:`nslab.models.traced_arch`); ``False``: the paper's rule.
         description: one line for a reader.
     """
 
@@ -85,6 +90,7 @@ class Architecture:
     shrinkable: frozenset[int] = frozenset()
     ops: Callable[[Sequence[int], DatasetSpec, bool], list[Op]] | None = None
     sgd_solver: tuple[float, int | None, float | None] | None = None
+    fit_from_onset: bool = False
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:

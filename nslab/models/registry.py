@@ -74,10 +74,14 @@ def unregister(name: str) -> Architecture:
 
 
 def get_arch(name: str) -> Architecture:
-    """Return the registered architecture ``name``; raise ``ValueError`` naming the accepted names."""
+    """Return the registered architecture ``name`` (a factory string not registered yet is traced at 32 px and
+    registered: a grid worker meets a setting's factory string in a fresh process); raise ``ValueError`` naming
+    the accepted names."""
     try:
         return ARCHS[name]
     except (KeyError, TypeError):
+        if isinstance(name, str) and ":" in name:
+            return resolve_arch(name)
         raise ValueError(f"unknown architecture {name!r}; accepted: {', '.join(ARCHS)}") from None
 
 
@@ -238,3 +242,20 @@ def macs_counter(arch: str, dataset: str | DatasetSpec = "cifar10", convcut: boo
     """A fast ``widths -> MACs`` closure (as :func:`macs`) without per-call validation, like :func:`param_counter`."""
     a, spec = _resolve(arch, dataset, convcut)
     return lambda widths: a.macs(widths, spec.num_classes, spec.variant, convcut, spec.image_size)
+
+
+def measured_counts(arch: str, widths: Sequence[int], dataset: str | DatasetSpec = "cifar10",
+                    convcut: bool = False) -> tuple[int, int]:
+    """``(parameters, MACs)`` measured on the built module, the ground truth :func:`param_count` and :func:`macs`
+    must equal: ``sum(p.numel())`` of ``create_model(arch, widths, dataset, convcut)`` and half the total of
+    ``FlopCounterMode`` on one forward pass of one image (built on the meta device: no memory, milliseconds)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    a, spec = _resolve(arch, dataset, convcut)
+    w = check_widths(arch, widths, len(a.default_widths))
+    with torch.device("meta"):
+        model = a.build(w, spec.num_classes, spec.variant, convcut).eval()
+        x = torch.empty(1, 3, spec.image_size, spec.image_size)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(x)
+    return sum(p.numel() for p in model.parameters()), fc.get_total_flops() // 2

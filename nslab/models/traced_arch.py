@@ -34,7 +34,7 @@ from .polynomial import form_var
 from .resize import build_traced
 from .traced import Traced, TracedGroup, trace
 
-__all__ = ["IMAGE_VARIANTS", "TracedCallables", "fixed_groups", "traced_network", "traced_parts"]
+__all__ = ["IMAGE_VARIANTS", "TracedCallables", "fixed_groups", "traced_network", "traced_parts", "width_multiples"]
 
 IMAGE_VARIANTS = {32: "cifar", 64: "tiny"}  # square image side -> DatasetSpec.variant
 
@@ -108,6 +108,15 @@ def fixed_groups(arch) -> tuple[TracedGroup, ...]:
     module docstring); empty for a hand-written architecture or a traced one with none."""
     owner = getattr(arch.build, "__self__", None)
     return tuple(owner.traced.groups[i] for i in owner.fixed) if isinstance(owner, TracedCallables) else ()
+
+
+def width_multiples(arch) -> tuple[int, ...]:
+    """(L,) what each width-vector entry must be a multiple of (a grouped layer's or GroupNorm's group count; 1 for
+    every entry of a hand-written architecture)."""
+    owner = getattr(arch.build, "__self__", None)
+    if not isinstance(owner, TracedCallables):
+        return (1,) * len(arch.groups)
+    return tuple(owner.traced.groups[i].multiple for i in owner.free)
 
 
 def shrinkable_groups(calls: TracedCallables) -> frozenset[int]:
@@ -214,6 +223,7 @@ def traced_parts(factory: str | Callable[[], nn.Module], input_size: Sequence[in
         "params": calls.params,
         "macs": calls.macs,
         "shrinkable": shrinkable_groups(calls),
+        "fit_from_onset": True,  # a residual stream keeps its width until late (Architecture.fit_from_onset)
         "description": f"{t.label} traced at {size}: {len(calls.free)} coupled channel groups"
                        + (f"; fixed (not searched): {fixed}" if fixed else ""),
     }

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import io
-from ..config import Preset, Recipe, SearchSettings, Setting, TaskSettings, digest, preset, resolve
+from ..config import Preset, Recipe, SearchSettings, Setting, TaskSettings, digest, file_part, preset, resolve
 from ..device import resolve_device
 from ..paths import Paths, resolve_data_root
 
@@ -170,7 +170,7 @@ class SearchSpec:
     @property
     def name(self) -> str:
         """``<arch>_<dataset>_pe<P_e>``: the run directory's readable part."""
-        return f"{self.arch}_{self.dataset}_pe{self.settings.prune.pretrain_epochs}"
+        return file_part(f"{self.arch}_{self.dataset}_pe{self.settings.prune.pretrain_epochs}")
 
     @property
     def ident(self) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import io
-from ..config import digest
+from ..config import digest, file_part
 
 __all__ = ["ResultsStore", "RunSpec"]
 
@@ -83,8 +83,9 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        """A readable, unique file stem: ``<method>_<arch>_<dataset>_r<ratio>_s<seed>_<key[:8]>``."""
-        return f"{self.method}_{self.arch}_{self.dataset}_r{self.ratio:g}_s{self.seed}_{self.key[:8]}"
+        """A readable, unique file stem: ``<method>_<arch>_<dataset>_r<ratio>_s<seed>_<key[:8]>`` (a factory
+        string's ``:`` as ``-``, :func:`nslab.config.file_part`)."""
+        return file_part(f"{self.method}_{self.arch}_{self.dataset}_r{self.ratio:g}_s{self.seed}_{self.key[:8]}")
 
 
 class ResultsStore:

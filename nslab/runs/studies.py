@@ -11,11 +11,12 @@ what is missing:
 - :func:`run_specs` / :func:`train_runs` / :func:`benchmark` / :func:`fulfil`: the training runs (method x
   ratio x seed) of a setting, one record per run in :class:`~nslab.runs.store.ResultsStore`.
 - :func:`benchmark_all`, :func:`pretraining_study`, :func:`convcut_study`, :func:`macs_study`: the studies of
-  notebooks 05-08 (Figures 4-11), each the requests :func:`requests` declares for its notebook.
+  notebooks 05-09 (Figures 4-11, then two beyond the paper), each the requests :func:`requests` declares.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ from .store import ResultsStore, RunSpec
 __all__ = ["CONVCUT_METHODS", "MACS_METHODS", "BenchRequest", "SearchRequest", "bench_methods", "benchmark",
            "benchmark_all", "context", "convcut_requests", "convcut_study", "fulfil", "load_data",
            "macs_requests", "macs_study", "pretraining_requests", "pretraining_study", "requests",
-           "run_search", "run_slots", "run_specs", "search", "search_dir", "train_runs"]
+           "run_search", "run_slots", "run_specs", "search", "search_dir", "train_runs", "your_network"]
 
 CONVCUT_METHODS = ("uniform", "morphnet", "uniform_convcut", "neuralscale_it1", "neuralscale_last")
 MACS_METHODS = ("uniform", "morphnet", "neuralscale_last")
@@ -111,14 +112,22 @@ def convcut_requests(p: Preset, setting: Setting) -> list[BenchRequest]:
     return [BenchRequest(setting, CONVCUT_METHODS, p.study_iterations)]
 
 
-def macs_requests(p: Preset) -> list[BenchRequest]:
-    """Notebook 08: the methods at equal MACs, NeuralScale (last) at equal parameters too (none without a
-    ``macs_study`` setting)."""
-    s = p.macs_study
+def macs_requests(p: Preset, setting: Setting | None = None) -> list[BenchRequest]:
+    """Notebooks 08 and 09: ``setting``'s methods (default: the preset's ``macs_study``; methods default
+    :data:`MACS_METHODS`) at equal MACs, NeuralScale (last) at equal parameters too (none without a setting)."""
+    s = setting or p.macs_study
     if s is None:
         return []
     return [BenchRequest(s, tuple(s.methods or MACS_METHODS), metric="macs", merge_last=False),
             BenchRequest(s, ("neuralscale_last",), merge_last=False)]
+
+
+def your_network(p: Preset, arch: str | None = None) -> Setting:
+    """Notebook 09's setting: the preset's ``your_network`` study, on ``arch`` (a factory string) when given;
+    ``ValueError`` when the preset has none."""
+    if p.your_network is None:
+        raise ValueError(f"preset {p.name!r} has no your_network setting (notebook 09)")
+    return p.your_network if arch is None else dataclasses.replace(p.your_network, arch=arch)
 
 
 def requests(p: Preset) -> dict[str, list[Request]]:
@@ -126,7 +135,8 @@ def requests(p: Preset) -> dict[str, list[Request]]:
 
     01/02: iteration 1 of the descent setting; 04: its full search; 05: :func:`benchmark_all`; 06:
     :func:`pretraining_study` of each pre-training setting; 07: :func:`convcut_study` of each ConvCut setting;
-    08 (when the preset has one): :func:`macs_study`. Notebook 03 reads fits only.
+    08 (when the preset has one): :func:`macs_study`; 09 (when it has one): :func:`macs_study` of its
+    ``your_network`` setting. Notebook 03 reads fits only.
     """
     out: dict[str, list[Request]] = {
         "01": [SearchRequest(p.descent, 1)],
@@ -138,6 +148,8 @@ def requests(p: Preset) -> dict[str, list[Request]]:
     }
     if p.macs_study is not None:
         out["08"] = macs_requests(p)
+    if p.your_network is not None:
+        out["09"] = macs_requests(p, p.your_network)
     return out
 
 
@@ -410,28 +422,26 @@ def convcut_study(p: Preset, setting: Setting, paths: Paths, progress: bool = Tr
     return recs, summarize(recs)
 
 
-def macs_study(p: Preset, paths: Paths, progress: bool = True) -> tuple[SearchRun, list[dict], list[dict]]:
-    """Notebook 08, beyond the paper: the benchmark with the budget in MACs per image instead of parameters.
+def macs_study(p: Preset, paths: Paths, progress: bool = True, setting: Setting | None = None
+               ) -> tuple[SearchRun, list[dict], list[dict]]:
+    """Notebooks 08 and 09, beyond the paper: the benchmark with the budget in MACs per image as well as parameters.
 
-    The preset's ``macs_study`` setting trains its methods at the MACs of uniform r (NeuralScale solved
-    for MACs from the same fitted law, MorphNet scaled to them), plus NeuralScale (last) at uniform's
-    *parameters* as the paper sets it, for reference. Every run is a benchmark run keyed by its widths,
-    so the ones Table 1 already trained (uniform, NeuralScale at equal parameters) are read from the cache.
+    ``setting`` (default: the preset's ``macs_study``) trains its methods at the MACs of uniform r (NeuralScale
+    solved for MACs from the same fitted law, MorphNet scaled to them), plus NeuralScale (last) at uniform's
+    *parameters* as the paper sets it. Every run is a benchmark run keyed by its widths, so the ones Table 1
+    already trained (uniform, NeuralScale at equal parameters) are read from the cache.
 
     Returns:
         ``(run, records, summary)``; each record and summary row carries ``budget``: ``"macs"`` or
         ``"params"`` (what was held equal to uniform's), and the summary is grouped by method, budget
-        and ratio.
-
-    Raises:
-        ValueError: the preset has no ``macs_study`` setting.
+        and ratio. ``ValueError`` without a setting (the preset has no ``macs_study``).
     """
-    if p.macs_study is None:
+    if setting is None and p.macs_study is None:
         raise ValueError(f"preset {p.name!r} has no macs_study setting (notebook 08)")
     from ..views.tables import summarize
 
     run, recs = None, []
-    for req in macs_requests(p):
+    for req in macs_requests(p, setting):
         run, more = fulfil(p, req, paths, progress)
         recs += [{**r, "budget": req.metric} for r in more]
     return run, recs, summarize(recs, by=("method", "budget", "ratio"))

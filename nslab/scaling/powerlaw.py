@@ -56,6 +56,7 @@ def fit_power_law(
     arch: str,
     dataset: str | DatasetSpec = "cifar10",
     convcut: bool = False,
+    onset: bool | None = None,
 ) -> PowerLaw:
     """Fit ``ln w_l = ln alpha_l + beta_l ln tau`` per layer by least squares (Eq. 5-8).
 
@@ -64,6 +65,11 @@ def fit_power_law(
             path of a trajectory CSV (nslab's, with header, or the authors' header-less one).
         arch, dataset, convcut: the network the trajectory belongs to; tau of each row is its exact
             parameter count.
+        onset: fit each layer from its onset only: the rows from the last one still at the first row's width
+            (where it starts to shrink; at least the last :data:`MIN_ROWS` rows), so that a layer the search left
+            whole for a while is not fitted on a plateau. ``None``: the architecture's
+            :attr:`~nslab.models.Architecture.fit_from_onset` (traced networks; the paper's rule otherwise:
+            every row for every layer).
 
     Returns:
         The fitted :class:`PowerLaw`.
@@ -93,7 +99,14 @@ def fit_power_law(
         raise ValueError(f"trajectory row sums must strictly decrease (rows in pruning order); "
                          f"row {r} sums to {sums[r]}, row {r + 1} to {sums[r + 1]}")
     tau = [param_count(arch, row, dataset, convcut) for row in w.astype(np.int64).tolist()]
-    return fit_log_linear(tau, w)
+    if not (get_arch(arch).fit_from_onset if onset is None else onset):
+        return fit_log_linear(tau, w)
+    laws = []
+    for col in w.T:  # each layer from its onset: its last row at the first row's width
+        first = min(int(np.flatnonzero(col == col[0])[-1]), len(col) - MIN_ROWS)
+        laws.append(fit_log_linear(tau[first:], col[first:, None]))
+    return PowerLaw(tuple(x.alpha[0] for x in laws), tuple(x.beta[0] for x in laws), tuple(x.r2[0] for x in laws),
+                    len(tau))
 
 
 def fit_log_linear(tau: Sequence[float] | np.ndarray, widths: np.ndarray) -> PowerLaw:

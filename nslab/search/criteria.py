@@ -36,8 +36,9 @@ class TaylorFO:
 
     A traced network's coupled group is gated at every member output (:func:`~nslab.search.channels.gate_points`):
     its channels are scored as one gate ``g_c`` multiplying all of them, whose gradient is the sum of the members'
-    ``sum z * dL/dz``; that sum, not each member's, is squared per minibatch. A hand-written network has one point
-    per entry, so this is the plain rule there.
+    ``sum z * dL/dz``; that sum, not each member's, is squared per minibatch (``coupled="gate"``), or its mean over
+    the members is (``coupled="mean"``, Torch-Pruning's default group reduction): the gate's score over the
+    members' count squared. A hand-written network has one point per entry, so both are the plain rule there.
 
     Usage: ``crit.attach(model)``, train (each backward pass accumulates), ``scores = crit(model)``.
 
@@ -46,18 +47,25 @@ class TaylorFO:
             :class:`~nslab.models.mobilenet.ReLU6Gate`) as if it sat before it, as in the release: with
             ``z = relu6(u)``, ``u * dL/du = z * dL/dz`` where ``0 < u < 6`` and 0 elsewhere, so the sum
             leaves out the positions where ``z == 6``. ``"after"``: the plain ``z * dL/dz`` there too.
+        coupled: ``"mean"`` or ``"gate"``, how a coupled group's members combine (above). With ``"gate"`` a residual
+            stream read by every block of a stage scores several times any one layer's channels and keeps its
+            width until the blocks' own layers are down to one channel (ResNet18: 9 recorded rows, median R² 1.0
+            on degenerate widths; see README "Your own network").
     """
 
-    def __init__(self, relu6_gates: str = "after"):
+    def __init__(self, relu6_gates: str = "after", coupled: str = "mean"):
         if relu6_gates not in ("after", "before"):
             raise ValueError(f"unknown relu6_gates {relu6_gates!r}; accepted: before, after")
-        self.relu6_gates = relu6_gates
+        if coupled not in ("mean", "gate"):
+            raise ValueError(f"unknown coupled {coupled!r}; accepted: mean, gate")
+        self.relu6_gates, self.coupled = relu6_gates, coupled
         self._sum: dict[int, torch.Tensor] = {}
         self._count: dict[int, int] = {}
         self._handles = Handles([])
         self.last: dict[int, torch.Tensor] = {}  # signed dL/dg of the latest backward pass, (w_i,)
         self._part: dict[int, torch.Tensor] = {}  # a coupled group's sum over the members seen in this backward
         self._pending: dict[int, int] = {}  # its members run in this forward whose gradient has not arrived
+        self._seen: dict[int, int] = {}  # its members run in this forward
 
     def attach(self, model: nn.Module) -> TaylorFO:
         """Hook the gates of ``model`` (detaching from any previous model). Returns self."""
@@ -78,6 +86,7 @@ class TaylorFO:
     def _new_pass(self, _model, _args) -> None:
         self._part.clear()
         self._pending.clear()
+        self._seen.clear()
 
     def _fwd(self, i: int, clamp, coupled: bool, dim: int = 1):
         """The forward hook of one gate point of entry ``i``: its backward hook adds ``g = sum z * dL/dz`` over every
@@ -91,6 +100,7 @@ class TaylorFO:
                 z = z.masked_fill(z >= clamp, 0)
             if coupled:
                 self._pending[i] = self._pending.get(i, 0) + 1
+                self._seen[i] = self._seen.get(i, 0) + 1
 
             def bwd(grad):
                 g = (z.float() * grad.float()).sum(dim=[d for d in range(z.dim()) if d != dim % z.dim()]).double()
@@ -100,6 +110,9 @@ class TaylorFO:
                     if self._pending[i]:
                         return
                     g = self._part.pop(i)
+                    seen = self._seen.pop(i)
+                    if self.coupled == "mean":
+                        g = g / seen
                 self.last[i] = g
                 self._sum[i] = self._sum[i] + g * g if i in self._sum else g * g
                 self._count[i] = self._count.get(i, 0) + 1
@@ -118,6 +131,7 @@ class TaylorFO:
         self._sum, self._count, self.last = {}, {}, {}
         self._part.clear()
         self._pending.clear()
+        self._seen.clear()
 
     def __call__(self, model: nn.Module) -> Scores:
         """Averaged scores, one (w_i,) float64 tensor per gate."""
@@ -139,7 +153,7 @@ def gate_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Scores
     Returns:
         One (w_i,) float64 tensor per width entry.
     """
-    crit = TaylorFO().attach(model)
+    crit = TaylorFO(coupled="gate").attach(model)  # the gradient itself, a coupled group's summed
     try:
         model.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()

@@ -178,7 +178,9 @@ def resolved_settings(arch: str, dataset: str, convcut: bool, search: SearchSett
     """Everything that changes a search's result, as plain JSON (``iterations`` aside: more extend a run)."""
     return {"arch": arch, "dataset": dataset, "convcut": bool(convcut), "seed": int(seed),
             "search": {k: v for k, v in resolve(search).items() if k != "iterations"},
-            "data": data.fingerprint(), "device": str(device).split(":")[0]}
+            "data": data.fingerprint(), "device": str(device).split(":")[0],
+            # the rows and fit rule of a traced network (the paper networks' keys stay as they were)
+            **({"fit": "onset"} if get_arch(arch).fit_from_onset else {})}
 
 
 def _same_run(saved: dict, now: dict, run_dir: Path) -> None:

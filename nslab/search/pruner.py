@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..config import PruneSettings
-from ..models import param_count
+from ..models import get_arch, param_count
 from ..runs.loop import NonFiniteLossError, Step
 from .channels import Dataset, apply_masks, shrink_model, shrinkable_layers
 from .criteria import Scores, TaylorFO
@@ -152,9 +152,10 @@ class Pruner:
     ):
         self.arch, self.dataset, self.convcut, self.settings = arch, dataset, convcut, settings
         self.start = [int(w) for w in start]
-        self.criterion = TaylorFO(settings.relu6_gates) if criterion is None else criterion
+        self.criterion = TaylorFO(settings.relu6_gates, settings.coupled_scores) if criterion is None else criterion
         self.device = torch.device(device)
         self.shrinkable = shrinkable_layers(arch) if settings.shrink else frozenset()
+        self.onset = get_arch(arch).fit_from_onset  # a row after every step (Architecture.fit_from_onset)
         self.target = settings.target_channels(sum(self.start))
         self.half = sum(self.start) - int(HALF_KEEP * sum(self.start))  # MorphNet's channel count
         self.at_half: list[int] | None = None
@@ -191,14 +192,14 @@ class Pruner:
     def trajectory(self) -> tuple[np.ndarray, np.ndarray]:
         """The rows so far: ``(rows, L)`` widths and ``(rows,)`` exact parameter counts, int64.
 
-        Rows are recorded once every entry has lost a channel (the release's rule). A finished run that never
-        pruned some entry (a traced network's group whose channels always ranked high: ConvNeXt's stem, whose
-        every other group carries a 1e-6 layer scale) would have none; its rows are then taken from the step
-        where every *pruned* entry had lost one, the others constant in them (a power law with beta = 0, which
-        the budget solver holds at that width).
+        Rows are recorded once every entry has lost a channel (the release's rule), or after every step where the
+        architecture fits from each group's onset (:attr:`~nslab.models.Architecture.fit_from_onset`). A finished
+        run of the release's rule that never pruned some entry (a group whose channels always ranked high) would
+        have none; its rows are then taken from the step where every *pruned* entry had lost one, the others
+        constant in them (a power law with beta = 0, which the budget solver holds at that width).
         """
         rows, params, never = self.rows, self.row_params, self.never_pruned()
-        if self.done and never and len(never) < len(self.start):
+        if self.done and never and len(never) < len(self.start) and not self.onset:
             rows = [h for h in self.history if all(w < w0 for i, (w, w0) in enumerate(zip(h, self.start))
                                                     if i not in never)]
             params = [param_count(self.arch, r, self.dataset, self.convcut) for r in rows]
@@ -256,7 +257,7 @@ class Pruner:
             self.criterion.reset()
         logical = self.widths()
         self.history.append(logical)
-        if all(w < w0 for w, w0 in zip(logical, self.start)):
+        if self.onset or all(w < w0 for w, w0 in zip(logical, self.start)):
             self.rows.append(logical)
             self.row_params.append(param_count(self.arch, logical, self.dataset, self.convcut))
         if self.n_alive <= self.target:

@@ -22,7 +22,7 @@ from . import scope, shape
 from .tables import label
 
 __all__ = ["Conclusion", "benchmark", "budget", "convcut", "descent", "difference", "equal_compute", "power_law",
-           "pretraining", "pruning"]
+           "pretraining", "pruning", "your_network"]
 
 
 class Conclusion(str):
@@ -250,3 +250,26 @@ def equal_compute(summary: Sequence[Mapping[str, Any]]) -> Conclusion:
                          f"({d['diff']:+.2f} points" + (f" ± {d['spread']:.2f}" if d["spread"] is not None else
                                                          ", one seed") + ").")
     return _lines(lines or ["No runs to compare."])
+
+
+def your_network(arch: str, counts: Sequence[Mapping[str, Any]], run, summary: Sequence[Mapping[str, Any]]
+                 ) -> Conclusion:
+    """Notebook 09: a traced network's width vector, its counts checked, its search's fit, then
+    :func:`equal_compute` of its study.
+
+    Args:
+        arch: the architecture (a factory string).
+        counts: :func:`nslab.views.network.count_rows`.
+        run: its :class:`~nslab.search.descent.SearchRun`.
+        summary: :func:`nslab.runs.studies.macs_study`'s summary of it.
+    """
+    it = run.iterations[-1]
+    r2 = np.asarray(it.law.r2)
+    exact = sum(bool(r["exact"]) for r in counts)
+    head = _lines([
+        f"{arch}: {len(it.start)} width groups; the compiled parameter and MAC counts equal the built module's "
+        f"(sum of numel, FlopCounterMode / 2) at {exact} of {len(counts)} width vectors.",
+        f"Iteration {it.index} of the search recorded {len(it.params)} rows; the power law fits them with median "
+        f"R² {np.median(r2):.3f} (lowest {r2.min():.3f}, group {int(np.argmin(r2)) + 1}).",
+    ])
+    return head + equal_compute(summary)

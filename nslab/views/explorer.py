@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import io
-from ..models import default_widths, get_arch, param_count, uniform_widths
+from ..models import default_widths, get_arch, param_count
 from ..scaling import powerlaw
-from ..scaling.latency_table import LatencyTable, default_table
+from ..scaling.latency_table import LatencyTable
 from ..scaling.methods import METHODS, Budget, Context, morphnet_base
 from ..scaling.metrics import LATENCY, MACS, METRICS, PARAMS, Metric, get_metric, human
+from ..scaling.path_latency import latency_model
 from ..scaling.solver import Scaled, counter
-from ..search.descent import load_run
+from ..search.descent import SearchRun, load_run
 from . import plots
 
 LOW_RATIO = 0.1  # the slider's lower end: the uniform network at 10% width (about 1% of the parameters)
@@ -74,7 +75,7 @@ def available_fits(search_dirs: Sequence[str | os.PathLike] = (), iterations: Se
 
     A search is a run directory of :func:`nslab.search.descent.architecture_descent` (found by its
     ``settings.json``); each finished iteration k becomes ``"this project: <run>, iteration k"``.
-    A degenerate fit (some beta <= 0) cannot be solved for a budget and is skipped.
+    A fit no budget can be solved for (:func:`run_fits`) is skipped.
     """
     fits = {}
     for name in powerlaw.published_fits():
@@ -85,27 +86,35 @@ def available_fits(search_dirs: Sequence[str | os.PathLike] = (), iterations: Se
         for settings in sorted(Path(d).rglob("settings.json")) if Path(d).is_dir() else ():
             if "search" not in io.read_json(settings):
                 continue  # a training run's settings, not a search's
-            run = load_run(settings.parent)
-            for it in run.iterations:
-                if min(it.law.beta) <= 0:
-                    continue
-                # budgets of the default network, as for the authors' fits, whatever width the search started at
-                ctx = dataclasses.replace(Context.from_run(run, scale=1.0), laws=(run.iterations[0].law, it.law))
-                name = f"this project: {settings.parent.name}, iteration {it.index}"
-                fits[name] = Fit(name, ctx)
+            fits.update(run_fits(load_run(settings.parent), settings.parent.name))
+    return fits
+
+
+def run_fits(run: SearchRun, label: str | None = None) -> dict[str, Fit]:
+    """Every finished iteration k of one search as ``"this project: <label>, iteration k"`` (``label``: the run's
+    arch and dataset), skipping fits no budget can be solved for (a negative beta, or none positive); budgets are those
+    of the default network, as for the authors' fits, whatever width the search started at."""
+    fits = {}
+    for it in run.iterations:
+        if min(it.law.beta) < 0 or max(it.law.beta) <= 0:
+            continue
+        ctx = dataclasses.replace(Context.from_run(run, scale=1.0), laws=(run.iterations[0].law, it.law))
+        name = f"this project: {label or f'{run.arch} {run.dataset}'}, iteration {it.index}"
+        fits[name] = Fit(name, ctx)
     return fits
 
 
 __all__ = ["Fit", "available_fits", "budget_range", "configurations", "explorer_widget", "figure", "human",
-           "on_budget", "published", "ratio_table", "readout"]
+           "on_budget", "published", "ratio_table", "readout", "run_fits"]
 
 
 def budget_range(arch: str, dataset: str, metric: str | Metric = "params", latency: LatencyTable | None = None
                  ) -> tuple[float, float, float]:
-    """``(low, default, high)`` of the slider in ``metric``: uniform 10% width, default, 2x default."""
+    """``(low, default, high)`` of the slider in ``metric``: uniform 10% width (at least one channel a layer: a
+    small network's 8-channel layer), default, 2x default."""
     count = counter(arch, dataset, False, metric, latency)
     default = count(default_widths(arch))
-    return count(uniform_widths(arch, LOW_RATIO)), default, 2 * default
+    return count([max(1, int(w * LOW_RATIO)) for w in default_widths(arch)]), default, 2 * default
 
 
 def configurations(fit: Fit, dataset: str, budget: float, ratio: float | None = None,
@@ -239,7 +248,9 @@ def explorer_widget(fits: Mapping[str, Fit] | None = None, dataset: str = "cifar
     budget in any registered metric (:data:`nslab.scaling.metrics.METRICS`: parameters, MACs per image,
     milliseconds, ...); latency is predicted by this machine's per-layer table
     (:func:`nslab.scaling.latency_table.default_table`: the first choice times the layers it needs, seconds,
-    then they are cached on disk), and from then on every method's predicted latency is shown too.
+    then they are cached on disk), or for a traced network by the latencies of a few networks of the fit's path
+    (:func:`nslab.scaling.path_latency.measure_path`, seconds, once per network and fit), and from then on every
+    method's predicted latency is shown too.
     """
     fits = dict(fits or available_fits())
     if fit is not None and fit not in fits:
@@ -261,7 +272,9 @@ class _Explorer:
         import ipywidgets as w
         import plotly.graph_objects as go
 
-        self.fits, self.table, self.busy = fits, None, False  # table: made when latency is first chosen
+        # latency models, made when latency is first chosen: this machine's layer table (key None), or a traced
+        # network's latencies measured along one fit's path (key: arch, dataset, fit)
+        self.fits, self.tables, self.busy = fits, {}, False
         archs = sorted({f.arch for f in fits.values()})
         first = fits[fit].arch if fit is not None else next(iter(fits.values())).arch
         self.arch_dd = w.Dropdown(options=archs, value=first, description="arch")
@@ -293,8 +306,17 @@ class _Explorer:
         self.box = w.VBox([w.HBox([self.arch_dd, self.ds_dd]), self.fit_dd, self.metric_dd, w.HBox([self.slider,
                            self.shown]), self.status, self.fig if self.fig is not None else self.out])
 
+    def _table_key(self) -> tuple | None:
+        a = self.arch_dd.value
+        return None if get_arch(a).ops is not None else (a, self.ds_dd.value, self.fit_dd.value)
+
     def metric(self) -> tuple[Metric, LatencyTable | None]:
-        return get_metric(self.metric_dd.value), self.table
+        m = get_metric(self.metric_dd.value)
+        if m is LATENCY and self._table_key() not in self.tables and self.fit_dd.value is not None:
+            self.status.value = "timing this machine for the latency model (once per network and fit)..."
+            self.tables[self._table_key()] = latency_model(self.fits[self.fit_dd.value].law, self.arch_dd.value,
+                                                           self.ds_dd.value)
+        return m, self.tables.get(self._table_key())
 
     def redraw(self, *_) -> None:
         if self.fit_dd.value is None or self.ds_dd.value is None:
@@ -328,9 +350,6 @@ class _Explorer:
     def on_dataset(self, *_) -> None:
         if self.ds_dd.value is None:
             return
-        if self.metric()[0] is LATENCY and self.table is None:
-            self.status.value = "timing this machine's layers for the latency table (once; cached on disk)..."
-            self.table = default_table()
         lo, default, hi = budget_range(self.arch_dd.value, self.ds_dd.value, *self.metric())
         self.busy = True
         self.slider.max = 100.0  # widen first: traitlets rejects min > max at every intermediate step

@@ -29,7 +29,7 @@ from typing import Any
 
 from .. import io
 
-NAME_RE = re.compile(r"^(fig(0[2-9]|1[01])|table[1-6]|nb0[1-8])_[a-z0-9]+(_[a-z0-9]+)*$")
+NAME_RE = re.compile(r"^(fig(0[2-9]|1[01])|table[1-6]|nb0[1-9])_[a-z0-9]+(_[a-z0-9]+)*$")
 PNG_WIDTH, PNG_HEIGHT, PNG_SCALE = 1000, 560, 2  # CSS pixels; scale 2 keeps text sharp in documents
 _server_started = False
 PNG_ENV = "NSLAB_PNG"  # "0": HTML figures only (nslab reproduce --no-png)
@@ -43,7 +43,7 @@ def check_name(name: str) -> str:
     """Validate an output name: ``figNN_<slug>`` (02-11), ``tableN_<slug>`` (1-6) or ``nbNN_<slug>``."""
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise ValueError(
-            f"bad output name {name!r}: expected fig02..fig11, table1..table6 or nb01..nb08, then "
+            f"bad output name {name!r}: expected fig02..fig11, table1..table6 or nb01..nb09, then "
             "'_' and a lowercase slug, e.g. 'fig02_power_law' or 'table1_benchmark'"
         )
     return name
@@ -138,7 +138,10 @@ def _cell(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
     if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) < 1e-3 or abs(v) >= 1e6 else f"{v:.2f}".rstrip("0").rstrip(".")
+        if abs(v) < 1e-3 or abs(v) >= 1e6:
+            return f"{v:.4g}"
+        # below 1, three significant digits: ratio 0.125 stays 0.125, not 0.12
+        return f"{v:.3g}" if abs(v) < 1 else f"{v:.2f}".rstrip("0").rstrip(".")
     if isinstance(v, (list, tuple)):
         return " ".join(str(x) for x in v)
     return str(v)
