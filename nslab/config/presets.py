@@ -151,7 +151,10 @@ _VGG = Setting("vgg11", "cifar10", "cifar10", (0.25, 0.75, 1.25, 2.0), scale=1.0
 # pruned 2 channels every 5 minibatches of 128 (171 steps, a row each: a traced network fits each group from its
 # onset, Architecture.fit_from_onset), for 2 descent iterations;
 # the budget is that network's (r = 0.125 of the default widths); uniform and NeuralScale (last) at its parameters
-# and at its MACs, 2 seeds each, 6 epochs. About 40 minutes on 2 cores.
+# and at its MACs, 2 seeds each, 4 epochs on 20,000 images. Measured (2026-12-02): 71 minutes on 2 cores, not the
+# 45 it was sized for: iteration 1 generates a 107-channel stem stream (7x the start's MACs), which iteration 2
+# pre-trains and prunes (26 min), and NeuralScale at equal parameters costs 6.9x uniform's MACs (13 min a run;
+# 6 epochs on all images would take an hour for those two runs alone).
 _CPU_YOURS = Setting(**_YOURS, seeds=(0, 1), epochs=4, train_subset=20_000, search=(("iterations", 2),),
                      prune=(("channels_per_step", 2), ("min_pretrain_accuracy", 50.0)))
 CPU = Preset(
