@@ -309,3 +309,13 @@ def test_an_onset_fit_leaves_out_the_rows_before_a_layer_starts_to_shrink():
     onset = fit_power_law(rows, arch, "cifar10", onset=True)
     assert onset.r2[0] > 0.99 > plain.r2[0] and onset.beta[0] > plain.beta[0] + 0.05
     assert onset.beta[1:] == plain.beta[1:] and onset.rows == plain.rows == len(rows)  # the others: no plateau
+
+
+def test_a_layer_that_never_changed_fits_beta_exactly_zero():
+    # least squares leaves -1e-17 (which the solver refuses as negative) and a rounded mean (R^2 = -3)
+    import math
+
+    tau = np.geomspace(1e5, 1e3, 10)
+    law = fit_log_linear(tau, np.stack([np.full(10, 8.0), 0.5 * tau ** 0.5], axis=1))
+    assert law.beta[0] == 0.0 and math.copysign(1, law.beta[0]) == 1 and law.r2[0] == 1.0
+    assert law.alpha[0] == pytest.approx(8.0) and law.beta[1] == pytest.approx(0.5)

@@ -123,10 +123,13 @@ def fit_log_linear(tau: Sequence[float] | np.ndarray, widths: np.ndarray) -> Pow
     a = np.stack([np.log(tau), np.ones_like(tau)], axis=1)  # (rows, 2)
     y = np.log(np.asarray(widths, dtype=float))  # (rows, L)
     coef, *_ = np.linalg.lstsq(a, y, rcond=None)  # (2, L)
+    # A layer that never changed is fitted exactly by beta = 0 (least squares leaves -1e-17 or -0.0, which the
+    # solver refuses, and a mean that rounds off the constant): beta = 0, alpha its width, R^2 = 1 rather than 0/0.
+    const = y.max(axis=0) == y.min(axis=0)
+    coef[:, const] = np.stack([np.zeros(y.shape[1]), y[0]])[:, const]
     ss_res = ((y - a @ coef) ** 2).sum(axis=0)
     ss_tot = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
-    # A layer that never changed is fitted exactly by beta = 0: call that R^2 = 1 rather than 0/0.
-    r2 = np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1), 1.0)
+    r2 = np.where(const, 1.0, 1 - ss_res / np.where(const, 1.0, ss_tot))
     return PowerLaw(tuple(np.exp(coef[1]).tolist()), tuple(coef[0].tolist()), tuple(r2.tolist()), len(tau))
 
 
