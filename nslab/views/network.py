@@ -40,8 +40,9 @@ def random_widths(arch: str, rng: random.Random, low: float = 0.3, high: float =
 
 def count_rows(arch: str, dataset: str, vectors: int = 3, seed: int = 0) -> list[dict]:
     """The exact counts checked: at the default widths and ``vectors`` random ones (0.3-1.6x, :func:`random_widths`),
-    the polynomials' ``params`` and ``macs`` (per image) beside ``params_built`` (``sum(p.numel())`` of the built
-    module) and ``macs_built`` (``FlopCounterMode`` / 2), and ``exact`` (both equal)."""
+    one row each: ``case`` (``"default"``, ``"random 1"``, ...), the polynomials' ``params`` and ``macs`` (per image)
+    beside ``params_built`` (``sum(p.numel())`` of the built module) and ``macs_built`` (``FlopCounterMode`` / 2),
+    ``exact`` (both equal) and the ``widths``."""
     rng = random.Random(seed)
     cases = [("default", list(get_arch(arch).default_widths))]
     cases += [(f"random {i + 1}", random_widths(arch, rng)) for i in range(vectors)]
@@ -49,6 +50,6 @@ def count_rows(arch: str, dataset: str, vectors: int = 3, seed: int = 0) -> list
     for label, w in cases:
         p, m = param_count(arch, w, dataset), macs(arch, w, dataset)
         bp, bm = measured_counts(arch, w, dataset)
-        rows.append({"widths": label, "params": p, "params_built": bp, "macs": m, "macs_built": bm,
-                     "exact": p == bp and m == bm, "vector": w})
+        rows.append({"case": label, "params": p, "params_built": bp, "macs": m, "macs_built": bm,
+                     "exact": p == bp and m == bm, "widths": w})
     return rows
