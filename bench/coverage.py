@@ -10,8 +10,9 @@ few timm ones; timm is an optional extra, skipped with a note without it), throu
 - counts exact: the network built on the meta device at 2 random width vectors (0.3x..1.6x the defaults, in each
   group's multiple): ``params(w) == sum(p.numel())`` and ``macs(w) == FlopCounterMode total / 2``;
 - search (with ``--search``): a 1-iteration smoke architecture descent on 40 synthetic images (coarse steps: about
-  40 prune steps from 1/8 width, or wider where a group would keep under 4 channels), which must fit a law and
-  generate the next width vector;
+  40 prune steps from 1/8 width, or wider where a group would keep under 4 channels or one multiple of its grouped
+  layers), which must fit a law and generate the next width vector, built on the meta device with the solver's
+  parameters and MACs;
 - or the one-line error nslab gives (naming the op or module), never a count.
 
 Usage: ``python bench/coverage.py [--models resnet18,densenet121] [--search] [--json FILE]`` (``--smoke``: three
@@ -36,6 +37,7 @@ from nslab.config import preset
 from nslab.data import synthetic_data
 from nslab.device import torch_threads
 from nslab.models import Architecture, get_arch, measured_counts, resolve_arch, uniform_widths, unregister
+from nslab.models.traced_arch import width_multiples
 from nslab.views.network import random_widths
 
 SMOKE = ["torchvision:resnet18", "torchvision:mobilenet_v3_small", "torchvision:shufflenet_v2_x0_5"]
@@ -68,15 +70,18 @@ def counts_exact(arch: Architecture, seed: str, vectors: int = 2) -> tuple[bool,
 
 
 def smoke_search(name: str) -> str:
-    """A 1-iteration smoke descent of ``name`` on 40 synthetic images; returns the generated widths' summary."""
+    """A 1-iteration smoke descent of ``name`` on 40 synthetic images whose generated widths must build with the
+    solver's counts; returns its rows and fit."""
     from dataclasses import replace
 
     from nslab.search.descent import architecture_descent
 
     s = preset("smoke").search
-    # start where every group keeps >= 4 channels (a group at 1 channel never loses one, and the trajectory
-    # records a row only once every group has); ~40 prune steps whatever the network's size
-    ratio = min(1.0, max(s.start_ratio, 4 / min(get_arch(name).default_widths)))
+    # start where every group keeps >= 4 channels and one multiple of what its grouped layers need (a group at 1
+    # channel never loses one, and the trajectory records a row only once every group has); ~40 prune steps
+    # whatever the network's size
+    a = get_arch(name)
+    ratio = min(1.0, max(s.start_ratio, *(max(4, m) / w for w, m in zip(a.default_widths, width_multiples(a)))))
     total = sum(uniform_widths(name, ratio))
     s = replace(s, iterations=1, start_ratio=ratio,
                 prune=replace(s.prune, channels_per_step=max(2, math.ceil(total / 40))))
@@ -84,6 +89,12 @@ def smoke_search(name: str) -> str:
     with tempfile.TemporaryDirectory() as d:
         run = architecture_descent(name, "cifar10", data, s, d, progress=False)
     it = run.iterations[0]
+    # the generated network must build, with the counts the solver gave it (on the meta device)
+    gen = it.generated
+    built = measured_counts(name, gen.widths, "cifar10")
+    compiled = (gen.params, get_arch(name).macs(gen.widths, CLASSES, "cifar", False, 32))
+    if built != compiled:
+        raise ValueError(f"the generated widths {gen.widths} build to {built} (params, MACs), not {compiled}")
     return f"{len(it.widths)} rows, median R2 {float(sorted(it.law.r2)[len(it.law.r2) // 2]):.2f}"
 
 
@@ -126,7 +137,7 @@ def measure(name: str, search: bool, max_params: float | None = None) -> dict:
 def table(rows: list[dict], search: bool) -> str:
     """The markdown table of ``rows``."""
     head = "| model | groups | discovery (s) | counts exact | " + ("search smoke-runs | " if search else "") + "error |"
-    lines = [head, "|" + "---|" * head.count(" | ")]
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         exact = {True: "yes", False: f"**no**: {r.get('counts_note')}", None: ""}[r["counts_exact"]]
         cells = [f"`{r['model']}`", r["groups"] or "", "" if r["discovery_s"] is None else r["discovery_s"], exact]

@@ -211,6 +211,20 @@ class SelfAttention(nn.Module):
         return self.fc((y @ torch.softmax(y.transpose(1, 2) @ y, -1)).mean(2))
 
 
+class AuxHead(nn.Module):
+    """GoogLeNet-style: an auxiliary classifier that runs in training only."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 10)
+        self.aux = nn.Sequential(nn.Conv2d(8, 4, 1), nn.Flatten(), nn.Linear(4 * 32 * 32, 10))
+
+    def forward(self, x):
+        y = self.c1(x)
+        out = self.fc(y.mean((2, 3)))
+        return (out, self.aux(y)) if self.training else out
+
+
 def broken():
     raise RuntimeError("no weights here")
 
@@ -224,6 +238,7 @@ def broken():
     (Flat, (3, 48, 48), r"input_size must be \(C, H, H\) with H in \[32, 64\].*\(3, 48, 48\)"),
     (Shuffled, (3, 32, 32), r"op 'channel_shuffle' in module 'shuffle': a channel shuffle"),
     (SelfAttention, (3, 32, 32), r"op 'bmm' .*attention"),
+    (AuxHead, (3, 32, 32), r"module\(s\) 'aux' hold parameters but never ran in an eval-mode forward"),
     (lambda: nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.LazyLinear(10)), (3, 32, 32), r"cannot be resized"),
     (lambda: nn.Sequential(nn.Conv2d(3, 8, 3), nn.MultiheadAttention(8, 2)), (3, 32, 32),
      r"module '1' \(MultiheadAttention\): parameter 'in_proj_weight'"),

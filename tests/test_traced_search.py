@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import subprocess
 import sys
@@ -25,8 +26,8 @@ from nslab.config import PruneSettings, SearchSettings
 from nslab.data import synthetic_data
 from nslab.models import Architecture, create_model, register, unregister
 from nslab.models.resize import MemberGate
-from nslab.models.traced_arch import fixed_groups
-from nslab.search.channels import apply_masks, gate_points, shrink_model
+from nslab.models.traced_arch import fixed_groups, width_multiples
+from nslab.search.channels import apply_masks, channel_map, gate_points, shrink_model
 from nslab.search.criteria import TaylorFO
 from nslab.search.prune import prune
 
@@ -51,6 +52,32 @@ class ResDW(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class Versioned(ResDW):
+    """ResDW whose state dict carries a module version it checks on loading (as torchvision's MNASNet does)."""
+
+    _version = 2
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
+        if local_metadata.get("version") != 2:
+            raise ValueError(f"version should be 2, got {local_metadata.get('version')}")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
+
+
+class GroupedNet(nn.Module):
+    """A GroupNorm (4 groups) and a grouped conv (4 groups): its first two widths move in multiples of 4."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.gn = nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.GroupNorm(4, 16)
+        self.c2, self.bn = nn.Conv2d(16, 32, 3, padding=1, groups=4, bias=False), nn.BatchNorm2d(32)
+        self.c3, self.b3 = nn.Conv2d(32, 24, 3, padding=1, bias=False), nn.BatchNorm2d(24)
+        self.fc = nn.Linear(24, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.c2(torch.relu(self.gn(self.c1(x))))))
+        return self.fc(torch.relu(self.b3(self.c3(x))).mean((2, 3)))
+
+
 FAST = PruneSettings(channels_per_step=3, batches_per_step=1, batch_size=16, pretrain_epochs=0, lr=0.05,
                      stop_fraction=0.3)
 _ARCHS: dict[str, Architecture] = {}
@@ -58,7 +85,7 @@ _ARCHS: dict[str, Architecture] = {}
 
 def arch_of(which: str) -> Architecture:
     if which not in _ARCHS:
-        factory = ResDW if which == "resdw" else "torchvision:resnet18"
+        factory = {"resdw": ResDW, "grouped": GroupedNet, "versioned": Versioned}.get(which, "torchvision:resnet18")
         _ARCHS[which] = Architecture.from_module(factory, (3, 32, 32), name=f"ts_{which}")
     return _ARCHS[which]
 
@@ -257,6 +284,12 @@ def test_prune_fit_solve_build_end_to_end_and_resume(which, registered, data, tm
     assert sum(p.numel() for p in model.parameters()) == sol.params == nslab.param_count(a.name, sol.widths)
 
 
+def test_shrinking_keeps_the_module_versions_of_the_state_dict(registered, data):
+    a = registered("versioned")
+    res = prune(a.name, data, FAST, seed=0, progress=False)
+    assert sum(p.numel() for p in res.model.parameters()) < a.params(list(a.default_widths), 10, "cifar", False)
+
+
 def test_architecture_descent_on_a_traced_network(registered, tmp_path):
     a = registered("resdw")
     torch.manual_seed(3)
@@ -270,6 +303,50 @@ def test_architecture_descent_on_a_traced_network(registered, tmp_path):
         assert it.params.tolist() == [nslab.param_count(a.name, r.tolist()) for r in it.widths]
     with pytest.raises(ValueError, match="weights"):
         nslab.architecture_descent(a.name, "cifar10", None, search, tmp_path / "d", progress=False)
+
+
+def closest_on_path(log_a, beta, steps, count, budget) -> float:
+    """The least ``|count - budget|`` over the rounded path ``max(steps, steps * rint(e^(log_a + beta t) / steps))``,
+    by brute force over a fine grid of t."""
+    ws = {tuple(np.maximum(steps, steps * np.rint(np.exp(log_a + beta * t) / steps)).astype(int).tolist())
+          for t in np.linspace(-4.0, 16.0, 4_001)}
+    return min(abs(count(list(w)) - budget) for w in ws)
+
+
+def test_grouped_widths_are_generated_in_their_multiples_and_searched_end_to_end(registered, tmp_path):
+    a = registered("grouped")
+    assert width_multiples(a) == (4, 4, 1)
+    assert nslab.uniform_widths(a.name, 0.3) == [4, 8, 7]  # int(w * 0.3) rounded down to each multiple
+    # a grouped entry indexes the dimensions that move by its multiple (not the conv's per-group input dim)
+    cmap = channel_map(a.name)
+    assert {("c2.weight", 0), ("bn.weight", 0), ("c3.weight", 1)} <= set(cmap[1]) and ("c2.weight", 1) not in cmap[1]
+    law = nslab.PowerLaw(alpha=(0.9, 0.4, 2.0), beta=(0.25, 0.4, 0.2))
+    base = np.array([16.0, 32.0, 24.0])
+    params = lambda w: a.params(w, 10, "cifar", False)  # noqa: E731
+    macs = lambda w: a.macs(w, 10, "cifar", False, 32)  # noqa: E731
+    target = [20, 36, 30]
+    for round_to in (1, 3, 8):
+        steps = np.array([math.lcm(round_to, m) for m in (4, 4, 1)])
+        for solved, count, path in (
+            (nslab.widths_for_budget(law, a.name, "cifar10", params(target), round_to=round_to), params,
+             (np.log(law.alpha), np.array(law.beta))),
+            (nslab.widths_for_budget(law, a.name, "cifar10", macs(target), round_to=round_to, metric="macs"), macs,
+             (np.log(law.alpha), np.array(law.beta))),
+            (nslab.scale_widths(base, a.name, "cifar10", params(target), round_to=round_to), params,
+             (np.log(base), np.ones(3))),
+        ):
+            assert [w % k for w, k in zip(solved.widths, steps)] == [0, 0, 0], (round_to, solved)
+            # never farther from the budget than the closest point of the law's rounded path (the guarantee)
+            assert abs(count(solved.widths) - solved.target) <= closest_on_path(*path, steps, count, solved.target)
+            built = a.build(solved.widths, 10, "cifar", False)
+            assert sum(p.numel() for p in built.parameters()) == solved.params
+    with pytest.raises(ValueError, match=r"minimum width \[4, 4, 1\] \(its group's multiple\)"):
+        nslab.widths_for_budget(law, a.name, "cifar10", 100, round_to=1)
+    # the search: iteration 2 prunes (builds) the widths iteration 1 generated
+    search = SearchSettings(prune=FAST, iterations=2, synthetic=True, train_subset=64, start_ratio=1.0)
+    run = nslab.architecture_descent(a.name, "cifar10", None, search, tmp_path / "d", progress=False)
+    start = run.iterations[1].start
+    assert start[0] % 4 == 0 and start[1] % 4 == 0 and list(start) != [16, 32, 24]
 
 
 def test_prune_speed_bench_on_a_torchvision_model():

@@ -149,13 +149,13 @@ _VGG = Setting("vgg11", "cifar10", "cifar10", (0.25, 0.75, 1.25, 2.0), scale=1.0
 # at 1/8 width (8-64 channels, 176k parameters, 8.9M MACs per image: about VGG11 r = 0.25's cost, ~1,400 img/s
 # training on 2 cores) is pre-trained for 2 epochs on all 50,000 images (60% test accuracy; the floor is 50%) and
 # pruned 2 channels every 5 minibatches of 128 (171 steps, a row each: a traced network fits each group from its
-# onset, Architecture.fit_from_onset), for 2 descent iterations;
-# the budget is that network's (r = 0.125 of the default widths); uniform and NeuralScale (last) at its parameters
-# and at its MACs, 2 seeds each, 4 epochs on 20,000 images. Measured (2026-12-02): 71 minutes on 2 cores, not the
-# 45 it was sized for: iteration 1 generates a 107-channel stem stream (7x the start's MACs), which iteration 2
-# pre-trains and prunes (26 min), and NeuralScale at equal parameters costs 6.9x uniform's MACs (13 min a run;
-# 6 epochs on all images would take an hour for those two runs alone).
-_CPU_YOURS = Setting(**_YOURS, seeds=(0, 1), epochs=4, train_subset=20_000, search=(("iterations", 2),),
+# onset, Architecture.fit_from_onset); the budget is that network's (r = 0.125 of the default widths); uniform
+# and NeuralScale (iteration 1) at its parameters and at its MACs, 2 seeds each, 4 epochs on 20,000 images.
+# One descent iteration, to keep the study within ~45 minutes on 2 cores: measured (2026-12-02) 46 minutes
+# (search 6.5, the six training runs 40, of which NeuralScale at equal parameters 15 min each: its 107-channel
+# stem stream costs 7.0x uniform's MACs). With two iterations it took 71 minutes: iteration 2 pre-trains and
+# prunes that network (26.5 min) into [70, 19, 17, ...], which costs as much to train (6.9x).
+_CPU_YOURS = Setting(**_YOURS, seeds=(0, 1), epochs=4, train_subset=20_000, search=(("iterations", 1),),
                      prune=(("channels_per_step", 2), ("min_pretrain_accuracy", 50.0)))
 CPU = Preset(
     name="cpu",

@@ -11,7 +11,7 @@ from ..data import DatasetSpec, dataset_spec
 from . import mobilenet, resnet, vgg
 from .architecture import Architecture
 from .common import Gate, check_widths
-from .traced_arch import traced_network
+from .traced_arch import traced_network, width_multiples
 
 # The registered networks by name (insertion order: the paper's three first). Read it; change it through
 # register / unregister.
@@ -153,16 +153,20 @@ def default_widths(arch: str) -> list[int]:
 
 
 def uniform_widths(arch: str, ratio: float) -> list[int]:
-    """Uniformly scaled default widths, ``int(w * ratio)`` per layer (the paper's baseline).
+    """Uniformly scaled default widths, ``int(w * ratio)`` per layer (the paper's baseline), each rounded down to
+    the multiple its group needs (a traced network's grouped layers, :func:`~nslab.models.traced_arch.width_multiples`;
+    1 for the hand-written ones).
 
     Raises:
         ValueError: if ``ratio`` is not positive or makes a layer empty.
     """
     if not ratio > 0:
         raise ValueError(f"ratio must be positive, got {ratio!r}")
-    widths = [int(w * ratio) for w in get_arch(arch).default_widths]
+    a = get_arch(arch)
+    widths = [int(w * ratio) // m * m for w, m in zip(a.default_widths, width_multiples(a))]
     if min(widths) < 1:
-        raise ValueError(f"ratio {ratio} leaves a layer of {arch} with no channel: {widths}")
+        multiples = "" if set(width_multiples(a)) == {1} else f" (each a multiple of {list(width_multiples(a))})"
+        raise ValueError(f"ratio {ratio} leaves a layer of {arch} with no channel: {widths}{multiples}")
     return widths
 
 

@@ -407,6 +407,7 @@ def trace(factory: str | Callable[[], nn.Module], input_size: Sequence[int] = (3
     model.eval()
     x = torch.randn(1, *size, generator=torch.Generator().manual_seed(0))
     rec = probe(model, x)
+    _check_all_ran(model, rec.order, label)
     found, output, sizes, kinds, param_dims = _couple(model, x, rec)
     dims = _forms(found, output, sizes, len(found))
     first = {n: i for i, n in enumerate(rec.order)}
@@ -422,6 +423,19 @@ def trace(factory: str | Callable[[], nn.Module], input_size: Sequence[int] = (3
                          "module it uses is not understood")
     return Traced(fn, label, size, groups, k0, output is not None, dims, kinds, param_dims, params, macs,
                   time.perf_counter() - t0, tuple(rec.order))
+
+
+def _check_all_ran(model: nn.Module, ran: Sequence[str], label: str) -> None:
+    """A module holding parameters that the (eval-mode) forward never called is a branch the trace cannot see, e.g.
+    an auxiliary classifier run in training only: built at other widths its inputs would not match. Refused."""
+    called = set(ran)
+    idle = [n for n, m in model.named_modules()
+            if n and n not in called and any(True for _ in m.parameters(recurse=False))]
+    if idle:
+        top = sorted({n.split(".")[0] for n in idle})
+        raise ValueError(f"{label}: module(s) {', '.join(repr(n) for n in top)} hold parameters but never ran in an "
+                         "eval-mode forward (a training-only branch such as an auxiliary classifier): nslab cannot "
+                         "size what it does not see; build the network without it (e.g. aux_logits=False)")
 
 
 def _check_input_size(input_size: Sequence[int]) -> tuple[int, int, int]:

@@ -142,7 +142,7 @@ def window(
         # it would pass budget + err if it grew like x^(2 beta_max), and tighten while that pays.
         w = widths(hi)
         first = max(first, math.log(max(1.0, (budget + err) / sc.lower(w))) / (2 * beta.max()))
-        density = float((beta * w).sum())  # width changes per unit of ln x (at round_to = 1)
+        density = float((beta * w).sum())  # width changes per unit of ln x (at a rounding step of 1)
     t_hi = hi + _reach(above_lower, first, density)
     if t_end <= t_hi < t_cap:  # past t_meet the count itself is non-decreasing: step until it is too large
         t_mono = t_hi
@@ -170,39 +170,43 @@ def _reach(done: Callable[[float], bool], step: float = 0.01, density: float = 0
 
 
 @functools.lru_cache(maxsize=256)  # the explorer asks one law for many budgets
-def last_meeting(log_a: bytes, beta: bytes, sc: Shortcuts, round_to: int, floor: int) -> float:
+def last_meeting(log_a: bytes, beta: bytes, sc: Shortcuts, mult: bytes, floor: bytes) -> float:
     """An ln x beyond which no pair's rounded widths become equal (pairs of identical laws, always equal,
-    never change; ``-inf`` if they are all such). ``log_a`` and ``beta``: float64 arrays' bytes.
+    never change; ``-inf`` if they are all such). ``log_a`` and ``beta``: float64 arrays' bytes; ``mult``
+    and ``floor``: int64 arrays' bytes, each layer's rounding step and least width.
 
-    Rounded widths agree only while both sit at the floor or their real widths differ by less than
-    ``round_to``. Past the crossing ``t0`` of two laws the gap is ``c0 e^(beta_f s) (1 - e^(-|dbeta| s))``
-    at ``t0 + s`` (``c0``: the width at the crossing, ``beta_f``: the larger exponent), which exceeds
-    ``round_to`` from the ``s`` returned here on.
+    Rounded widths agree only while both sit at their floors or their real widths differ by less than
+    ``r``, the larger of the pair's rounding steps (each rounded width is within half its step of the real
+    one). Past the crossing ``t0`` of two laws the gap is ``c0 e^(beta_f s) (1 - e^(-|dbeta| s))`` at
+    ``t0 + s`` (``c0``: the width at the crossing, ``beta_f``: the larger exponent), which exceeds ``r`` from
+    the ``s`` returned here on.
     """
     log_a, beta, pairs = np.frombuffer(log_a), np.frombuffer(beta), sc.pairs
+    step, least = np.frombuffer(mult, dtype=np.int64), np.frombuffer(floor, dtype=np.int64)
     la, lb, ba, bb = log_a[pairs[:, 0]], log_a[pairs[:, 1]], beta[pairs[:, 0]], beta[pairs[:, 1]]
+    r = np.maximum(step[pairs[:, 0]], step[pairs[:, 1]]).astype(float)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        log_f = math.log(floor + 0.5 * round_to)
+        log_f = np.log(least + 0.5 * step)
 
-        def leaves_floor(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # a constant law (b = 0): never or always
-            return np.where(b > 0, (log_f - a) / np.where(b > 0, b, 1), np.where(a < log_f, np.inf, -np.inf))
+        def leaves_floor(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> np.ndarray:  # b = 0: never or always
+            return np.where(b > 0, (f - a) / np.where(b > 0, b, 1), np.where(a < f, np.inf, -np.inf))
 
-        both_floor = np.minimum(leaves_floor(la, ba), leaves_floor(lb, bb))
+        both_floor = np.minimum(leaves_floor(la, ba, log_f[pairs[:, 0]]), leaves_floor(lb, bb, log_f[pairs[:, 1]]))
         db = ba - bb
         t0 = (lb - la) / db
         log_c0 = la + ba * t0
-        ratio = round_to / np.exp(log_c0)
-        s_wide = -np.log1p(-np.minimum(ratio, 0.5)) / np.abs(db)  # c0 > 2 round_to: the factor alone suffices
-        s_narrow = np.maximum(1 / np.abs(db), (math.log(round_to / (1 - math.exp(-1))) - log_c0) / np.maximum(ba, bb))
+        ratio = r / np.exp(log_c0)
+        s_wide = -np.log1p(-np.minimum(ratio, 0.5)) / np.abs(db)  # c0 > 2 r: the factor alone suffices
+        s_narrow = np.maximum(1 / np.abs(db), (np.log(r / (1 - math.exp(-1))) - log_c0) / np.maximum(ba, bb))
         t_gap = t0 + np.where(ratio < 0.5, s_wide, s_narrow)
-        same_beta = (math.log(round_to) - np.log(np.abs(np.exp(la) - np.exp(lb)))) / ba
+        same_beta = (np.log(r) - np.log(np.abs(np.exp(la) - np.exp(lb)))) / ba
     # Equal exponents: identical laws never change their equality; two constant ones never move at all.
     t_gap = np.where(db == 0, np.where((la == lb) | (ba == 0), -np.inf, same_beta), t_gap)
     return float(np.max(np.maximum(t_gap, np.where((db == 0) & (la == lb), -np.inf, both_floor))))
 
 
 def _path_points(
-    widths: Callable[[float], np.ndarray], log_a: np.ndarray, beta: np.ndarray, round_to: int,
+    widths: Callable[[float], np.ndarray], log_a: np.ndarray, beta: np.ndarray, mult: np.ndarray,
     t_lo: float, t_hi: float,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Every width vector on the rounded path between ``t_lo`` and ``t_hi``, in order of ln x.
@@ -213,18 +217,18 @@ def _path_points(
         starts, then ``t_hi``. ``None`` when that would be more than ``_MAX_SCAN`` changes.
     """
     w1, w2 = widths(t_lo), widths(t_hi)
-    n = (w2 - w1) // round_to  # rounding steps each layer takes inside the window
+    n = (w2 - w1) // mult  # rounding steps each layer takes inside the window
     if n.sum() > _MAX_SCAN:
         return None
     layer = np.repeat(np.arange(len(n)), n)
     step = np.arange(len(layer)) - np.repeat(np.cumsum(n) - n, n)
-    # Layer l moves from k to k + 1 rounding steps where alpha_l x^beta_l = (k + 1/2) round_to.
-    t = (np.log((w1[layer] // round_to + step + 0.5) * round_to) - log_a[layer]) / beta[layer]
+    # Layer l moves from k to k + 1 rounding steps where alpha_l x^beta_l = (k + 1/2) mult_l.
+    t = (np.log((w1[layer] // mult[layer] + step + 0.5) * mult[layer]) - log_a[layer]) / beta[layer]
     order = np.argsort(t, kind="stable")
     t, layer = t[order], layer[order]
     w = np.zeros((len(n), len(t) + 1), dtype=np.int64)
     w[:, 0] = w1
-    w[layer, np.arange(1, len(t) + 1)] = round_to
+    w[layer, np.arange(1, len(t) + 1)] = mult[layer]
     np.cumsum(w, axis=1, out=w)
     keep = np.ones(len(t) + 1, dtype=bool)
     keep[1:-1] = t[1:] > t[:-1] + 1e-13 * np.maximum(1.0, np.abs(t[1:]))
@@ -233,7 +237,7 @@ def _path_points(
 
 def scan(
     widths: Callable[[float], np.ndarray], sc: Shortcuts, budget: float, best: tuple, bracket: tuple,
-    window: tuple[float, float], log_a: np.ndarray, beta: np.ndarray, round_to: int,
+    window: tuple[float, float], log_a: np.ndarray, beta: np.ndarray, mult: np.ndarray,
 ) -> tuple[float, np.ndarray, int]:
     """The closest point to ``budget`` on the path inside ``window`` (``best`` if none is closer).
 
@@ -242,7 +246,7 @@ def scan(
     if it crosses the budget, a bisection. The stretches holding the bracket's two adjacent ends
     need nothing more: they lie at or below ``p_lo`` up to it and above ``p_hi`` from it on.
     """
-    points = _path_points(widths, log_a, beta, round_to, *window)
+    points = _path_points(widths, log_a, beta, mult, *window)
     if points is None:
         return best
     w, edges = points

@@ -6,8 +6,11 @@ per image; ``"latency"``, ms predicted by this device's per-layer table; or any 
 :func:`scale_widths` does the same for one global factor on fixed widths (the MorphNet-style baseline).
 The paper's gradient descent is kept as ``method="sgd"``. The laws (Algorithm 2): :mod:`nslab.scaling.powerlaw`.
 
-The search. ``method="bracket"`` searches the law's *path*, the vectors ``max(floor, round_to *
-rint(alpha * tau^beta / round_to))`` for tau > 0 (``floor``: ``min_width`` rounded up to ``round_to``).
+The search. ``method="bracket"`` searches the law's *path*, the vectors ``max(floor, m * rint(alpha *
+tau^beta / m))`` for tau > 0, where each layer's rounding step ``m`` is the least common multiple of
+``round_to`` and the multiple its group needs (a grouped convolution's or GroupNorm's group count in a traced
+network, :func:`nslab.models.traced_arch.width_multiples`; 1 elsewhere), and ``floor`` is ``min_width``
+rounded up to ``m``.
 VGG11's count is non-decreasing in tau (so is any count with ``convcut``), so bisection in ln tau ends
 at the two path points around the budget, the closer being the closest on the path. ResNet18's and
 MobileNetV2's drop wherever the input and output widths of a stride-1 block meet (its projection
@@ -47,8 +50,10 @@ import numpy as np
 
 from ..data import DatasetSpec
 from ..models import get_arch, macs_counter, param_counter
+from ..models.traced_arch import width_multiples
 from . import pathscan
 from .metrics import METRICS, PARAMS, Metric, get_metric
+from .nudge import refine
 from .powerlaw import PowerLaw
 
 if TYPE_CHECKING:
@@ -109,8 +114,12 @@ class _Problem:
 
     metric: Metric = PARAMS
     what: str = "network of this law"
-    floor: int = 1
+    floor: tuple[int, ...] = (1,)
     max_width: int = _MAX_WIDTH
+
+    @property
+    def least(self) -> str:
+        return str(self.floor[0]) if len(set(self.floor)) == 1 else f"{list(self.floor)} (its group's multiple)"
 
     def range_error(self, budget: float, lo: float, hi: float | None, below: bool) -> ValueError:
         m = self.metric
@@ -119,7 +128,7 @@ class _Problem:
         return ValueError(
             f"{m.name} budget {m.figure(budget)} is {where}: outside the achievable range "
             f"{m.figure(lo)} .. {top}{'' if hi is None or not m.exact else ' ' + m.unit} for {self.what} "
-            f"(every layer at its minimum width {self.floor} .. the widest layer at {self.max_width:,} channels); "
+            f"(every layer at its minimum width {self.least} .. the widest layer at {self.max_width:,} channels); "
             + ("raise the budget or lower min_width" if below else "lower the budget"))
 
 
@@ -136,39 +145,46 @@ def _check_budget(
         raise problem.range_error(budget, floor_count, top(), below=True)
 
 
-def _path(log_a: np.ndarray, beta: np.ndarray, round_to: int, floor: int) -> Callable[[float], np.ndarray]:
-    """The rounded path ``ln x -> max(floor, round_to * rint(alpha * x^beta / round_to))``, (L,) int64."""
+def _grid(arch: str, round_to: int, min_width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(L,) each layer's rounding step (``lcm(round_to, its group's multiple)``) and (L,) its least width
+    (``min_width`` rounded up to that step), int64."""
+    if round_to < 1 or min_width < 1:
+        raise ValueError(f"round_to and min_width must be >= 1, got round_to={round_to}, min_width={min_width}")
+    mult = np.array([math.lcm(round_to, k) for k in width_multiples(get_arch(arch))], dtype=np.int64)
+    return mult, -(-min_width // mult) * mult
+
+
+def _path(log_a: np.ndarray, beta: np.ndarray, mult: np.ndarray, floor: np.ndarray) -> Callable[[float], np.ndarray]:
+    """The rounded path ``ln x -> max(floor, mult * rint(alpha * x^beta / mult))``, (L,) int64."""
 
     def widths(log_x: float) -> np.ndarray:
         w = np.exp(log_a + beta * log_x)
-        return np.maximum(floor, round_to * np.rint(w / round_to)).astype(np.int64)
+        return np.maximum(floor, mult * np.rint(w / mult)).astype(np.int64)
 
     return widths
 
 
 def _solve(
     alpha: np.ndarray, beta: np.ndarray, count: Callable[[list[int]], float], budget: float,
-    round_to: int, min_width: int, x0: float, shortcuts: pathscan.Shortcuts | None,
+    mult: np.ndarray, floor: np.ndarray, x0: float, shortcuts: pathscan.Shortcuts | None,
     problem: _Problem, extras: Callable[[list[int]], dict], step: float = 1.0,
 ) -> Scaled:
-    """Closest count for ``w(x) = max(floor, round(alpha * x^beta))`` (beta >= 0, one > 0), then nudges.
+    """Closest count for ``w(x) = max(floor, mult * rint(alpha * x^beta / mult))`` (beta >= 0, one > 0), then
+    nudges (``mult``, ``floor``: (L,), :func:`_grid`).
 
     Bisection on ln x (:func:`_bracket`) finds adjacent path points around the budget. Without
     ``shortcuts`` the count is non-decreasing in x, so the closer of the two is the closest on the
     whole path. With them it is not (a projection vanishes where two linked widths meet):
     :func:`~nslab.scaling.pathscan.window` bounds where a closer point can lie and :func:`~nslab.scaling.pathscan.scan`
     finds the closest one there.
-    Single-layer nudges (:func:`_refine`, unless ``nudge`` is off) then close the last gap. The exact
+    Single-layer nudges (:func:`nslab.scaling.nudge.refine`) then close the last gap. The exact
     guarantee is stated in the module's docstring. ``problem`` names the metric and network in
     errors and sets the widest layer allowed; ``extras(widths)`` gives the :class:`Scaled` fields besides
     ``widths``, ``target`` and ``rel_error``; ``step``: the bracket's widening step in ln x.
     """
-    if round_to < 1 or min_width < 1:
-        raise ValueError(f"round_to and min_width must be >= 1, got round_to={round_to}, min_width={min_width}")
-    floor = -(-min_width // round_to) * round_to
-    problem = dataclasses.replace(problem, floor=floor)
+    problem = dataclasses.replace(problem, floor=tuple(floor.tolist()))
     log_a, m = np.log(alpha), problem.metric
-    widths = _path(log_a, beta, round_to, floor)
+    widths = _path(log_a, beta, mult, floor)
 
     def result(w: np.ndarray, p: float) -> Scaled:
         if w.max() > problem.max_width:
@@ -181,10 +197,10 @@ def _solve(
     def cap_count() -> float | None:  # the top of the range (not measured for latency: far too wide to time)
         return count(widths(t_cap).tolist()) if m.exact else None
 
-    floor_count = count([floor] * len(alpha))
+    floor_count = count(floor.tolist())
     _check_budget(budget, floor_count, problem, cap_count)
 
-    bracket = _bracket(widths, count, budget, min(math.log(x0), t_cap), round_to, t_cap, step)
+    bracket = _bracket(widths, count, budget, min(math.log(x0), t_cap), mult, t_cap, step)
     if bracket is None:
         raise problem.range_error(budget, floor_count, cap_count(), below=False)
     lo, w_lo, p_lo, hi, w_hi, p_hi = bracket
@@ -193,22 +209,23 @@ def _solve(
         return result(w, p)
     starts = [(t, w, p)]
     if shortcuts is not None:
-        t_meet = pathscan.last_meeting(log_a.tobytes(), beta.tobytes(), shortcuts, round_to, floor)
+        t_meet = pathscan.last_meeting(log_a.tobytes(), beta.tobytes(), shortcuts, mult.tobytes(), floor.tobytes())
         t_lo, t_hi = pathscan.window(widths, shortcuts, budget, abs(p - budget), lo, hi, floor, t_cap, t_meet, beta)
-        closest = pathscan.scan(widths, shortcuts, budget, starts[0], bracket, (t_lo, t_hi), log_a, beta, round_to)
+        closest = pathscan.scan(widths, shortcuts, budget, starts[0], bracket, (t_lo, t_hi), log_a, beta, mult)
         # Greedy nudging can end farther from a closer start: keep the bisection's point as a second one.
         starts = [closest, *starts] if closest is not starts[0] else starts
-    ends = [_refine(np.exp(log_a + beta * t), w, p, count, budget, round_to, floor, beta > 0) for t, w, p in starts]
+    ends = [refine(np.exp(log_a + beta * t), w, p, count, budget, mult, floor, beta > 0) for t, w, p in starts]
     w, p = min(ends, key=lambda e: abs(e[1] - budget))
     return result(w, p)
 
 
 def _bracket(
     widths: Callable[[float], np.ndarray], count: Callable[[list[int]], float], budget: float, t0: float,
-    round_to: int, t_cap: float = math.inf, step: float = 1.0,
+    mult: np.ndarray, t_cap: float = math.inf, step: float = 1.0,
 ) -> tuple[float, np.ndarray, float, float, np.ndarray, float] | None:
     """Bisection on ln x: ``(lo, w_lo, p_lo, hi, w_hi, p_hi)`` with ``p_lo <= budget < p_hi`` and no
-    path point between ``w_lo`` and ``w_hi`` (or both ends the same point, when it hits the budget).
+    path point between ``w_lo`` and ``w_hi`` (or both ends the same point, when it hits the budget);
+    ``mult``: (L,) the layers' rounding steps.
 
     Where the count is not monotone this still ends at *a* crossing of the budget, not necessarily
     the closest one. The upward search stops at ``t_cap`` (``t0 <= t_cap``): ``None`` if the count
@@ -231,8 +248,8 @@ def _bracket(
         hi = min(hi + step, t_cap)
         w_hi = widths(hi)
         p_hi = count(w_hi.tolist())
-    # Bisect until adjacent: one channel apart (or float resolution, for simultaneous breakpoints).
-    while np.abs(w_hi - w_lo).sum() > round_to and hi - lo > 1e-13 * max(1.0, abs(hi)):
+    # Bisect until adjacent: one rounding step apart (or float resolution, for simultaneous breakpoints).
+    while (np.abs(w_hi - w_lo) // mult).sum() > 1 and hi - lo > 1e-13 * max(1.0, abs(hi)):
         mid = 0.5 * (lo + hi)
         w_mid = widths(mid)
         p_mid = count(w_mid.tolist())
@@ -243,56 +260,8 @@ def _bracket(
     return lo, w_lo, p_lo, hi, w_hi, p_hi
 
 
-_PAIR_TOL = 1e-3  # pairs of layers are nudged only while the error exceeds this (relative)
-
-
-def _best_move(w, moves, lo_lim, hi_lim, count, budget, best_err):
-    """The candidate (widths, count) of ``moves`` (each ``((layer, step), ...)``) strictly closest to
-    ``budget`` within the limits and closer than ``best_err``; ``None`` if none is."""
-    best = None
-    for move in moves:
-        if all(lo_lim[i] <= w[i] + s <= hi_lim[i] for i, s in move):
-            cand = w.copy()
-            for i, s in move:
-                cand[i] += s
-            pc = count(cand.tolist())
-            if abs(pc - budget) < best_err:
-                best_err, best = abs(pc - budget), (cand, pc)
-    return best
-
-
-def _refine(
-    x: np.ndarray, w: np.ndarray, p: float, count: Callable[[list[int]], float], budget: float,
-    round_to: int, floor: int, moves: np.ndarray,
-) -> tuple[np.ndarray, float]:
-    """Nudge single layers by one rounding step, greedily, while that brings the count closer to budget.
-
-    Adjacent points on the rounded curve can be a whole wide layer's channel apart (0.2-0.4% of the
-    count on ResNet18/MobileNetV2, more where a shortcut switches between identity and projection);
-    nudging narrow layers fills that gap. Every width stays within two rounding steps of the law's
-    real-valued width ``x``, so the shape the law prescribes is kept. With coarse rounding (``round_to``
-    8: every step a few tenths of a percent) single nudges can stall above 0.1%; while the error is
-    above ``_PAIR_TOL`` two layers are then nudged at once (one step each, either direction), whose
-    differences are finer, and single nudges resume from there. Only layers where ``moves`` (L,) is true move.
-    """
-    lo_lim = np.maximum(floor, round_to * np.ceil(x / round_to - 2))
-    hi_lim = round_to * np.floor(x / round_to + 2)
-    layers, steps = np.flatnonzero(moves).tolist(), (round_to, -round_to)
-    singles = [((i, s),) for i in layers for s in steps]
-    pairs = [((i, si), (j, sj)) for i in layers for j in layers if j > i for si in steps for sj in steps]
-    for _ in range(4 * len(w)):
-        err = abs(p - budget)
-        best = _best_move(w, singles, lo_lim, hi_lim, count, budget, err)
-        if best is None and err > _PAIR_TOL * budget:
-            best = _best_move(w, pairs, lo_lim, hi_lim, count, budget, err)
-        if best is None:
-            break
-        w, p = best
-    return w, p
-
-
 def _sgd(
-    law: PowerLaw, count: Callable[[list[int]], int], budget: float, round_to: int, min_width: int,
+    law: PowerLaw, count: Callable[[list[int]], int], budget: float, mult: np.ndarray, floor: np.ndarray,
     settings: tuple[float, int | None, float | None], problem: _Problem, max_steps: int = 100_000,
 ) -> Scaled:
     """The paper's solver (Eq. 9-11) as released: tau_0 = budget, then
@@ -300,16 +269,15 @@ def _sgd(
     ``|P - T| / T <= tol`` (``settings``: ``(lr, steps, tol)``, :attr:`nslab.models.Architecture.sgd_solver`)."""
     lr, steps, tol = settings
     a, b = np.asarray(law.alpha), np.asarray(law.beta)
-    floor = -(-min_width // round_to) * round_to
-    problem = dataclasses.replace(problem, floor=floor)
+    problem = dataclasses.replace(problem, floor=tuple(floor.tolist()))
 
     def widths(tau: float) -> list[int]:
-        return np.maximum(floor, round_to * np.rint(a * tau**b / round_to)).astype(np.int64).tolist()
+        return np.maximum(floor, mult * np.rint(a * tau**b / mult)).astype(np.int64).tolist()
 
     def top() -> float:  # the count where the widest layer reaches the solver's limit (as the bracket's range)
-        return count(_path(np.log(a), b, round_to, floor)(_t_cap(np.log(a), b, problem.max_width)).tolist())
+        return count(_path(np.log(a), b, mult, floor)(_t_cap(np.log(a), b, problem.max_width)).tolist())
 
-    _check_budget(budget, count([floor] * len(a)), problem, top)
+    _check_budget(budget, count(floor.tolist()), problem, top)
     tau = float(budget)
     for _ in range(steps if steps is not None else max_steps):
         p = count(widths(tau))
@@ -375,8 +343,9 @@ def widths_for_budget(
         arch, dataset, convcut: the network to count.
         budget: the target, in ``metric``'s unit: parameters, MACs (of one image), milliseconds
             (one forward pass of the table's batch), ...
-        round_to: every width is a multiple of this (8 gives hardware-friendly widths).
-        min_width: no layer narrower than this (rounded up to a multiple of ``round_to``).
+        round_to: every width is a multiple of this (8 gives hardware-friendly widths), and of what its
+            group needs (a traced network's grouped layers: :func:`nslab.models.traced_arch.width_multiples`).
+        min_width: no layer narrower than this (rounded up to each layer's multiple).
         method: ``"bracket"`` (default, above) or ``"sgd"`` (the paper's gradient descent with the
             release's per-network settings, :attr:`nslab.models.Architecture.sgd_solver`, for comparison;
             parameters only).
@@ -408,7 +377,7 @@ def widths_for_budget(
             raise ValueError(f"method 'sgd' needs the release's solver settings, which {arch!r} has none of; "
                              "use method 'bracket'")
         count, _, problem, _ = _setup(arch, dataset, convcut, m, latency)
-        return _sgd(law, count, budget, round_to, min_width, settings, problem)
+        return _sgd(law, count, budget, *_grid(arch, round_to, min_width), settings, problem)
     if method != "bracket":
         raise ValueError(f"unknown method {method!r}; accepted: 'bracket', 'sgd'")
     beta = np.asarray(law.beta, dtype=float)
@@ -418,7 +387,7 @@ def widths_for_budget(
     count, sc, problem, extras = _setup(arch, dataset, convcut, m, latency)
     _check_number(budget, m)
     x0 = m.start_tau(budget, arch, dataset, convcut, count)  # start the bracket near the budget's tau
-    return _solve(np.asarray(law.alpha, dtype=float), beta, count, budget, round_to, min_width, x0=x0,
+    return _solve(np.asarray(law.alpha, dtype=float), beta, count, budget, *_grid(arch, round_to, min_width), x0=x0,
                   shortcuts=sc, problem=problem, extras=extras, step=m.step)
 
 
@@ -446,5 +415,5 @@ def scale_widths(
         raise ValueError(f"base_widths must be {n_layers} positive widths for {arch}, got {list(base_widths)}")
     count, sc, problem, extras = _setup(arch, dataset, convcut, get_metric(metric), latency)
     # step: the default 1.0 whatever the metric (x0 = 1 is the base network itself)
-    return _solve(base, np.ones(n_layers), count, budget, round_to, min_width, x0=1.0, shortcuts=sc,
+    return _solve(base, np.ones(n_layers), count, budget, *_grid(arch, round_to, min_width), x0=1.0, shortcuts=sc,
                   problem=problem, extras=extras)

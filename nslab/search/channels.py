@@ -10,6 +10,7 @@ did. Which width entries shrink exactly is each network's :attr:`nslab.models.Ar
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
@@ -18,6 +19,7 @@ from torch import nn
 from ..data import DatasetSpec
 from ..models import Architecture, Gate, create_model, get_arch
 from ..models.resize import MemberGate
+from ..models.traced_arch import width_multiples
 
 __all__ = ["Handles", "apply_masks", "channel_map", "empty_model", "find_gates", "gate_points", "shrink_model",
            "shrinkable_layers"]
@@ -52,7 +54,8 @@ def channel_map(arch: str, dataset: Dataset = "cifar10", convcut: bool = False) 
     """Which state-dict entries (and which dimension) each width entry indexes.
 
     Found by building the network on the meta device at the default widths and once more with width
-    ``i`` one smaller: the dimensions that shrink by exactly one belong to entry ``i``. (Dimensions tied
+    ``i`` one smaller (one multiple smaller, for a traced network's grouped layers, whose widths move in
+    steps of it): the dimensions that shrink by exactly that belong to entry ``i``. (Dimensions tied
     to a width by a factor, like MobileNetV2's expansion, or tensors that appear when an identity
     shortcut becomes a projection, are not listed: those entries are masked, never sliced.)
 
@@ -75,12 +78,12 @@ def _channel_map(a: Architecture, dataset: Dataset, convcut: bool) -> dict[int, 
 
     ref = shapes(base)
     out: dict[int, tuple] = {}
-    for i in range(len(base)):
+    for i, m in enumerate(width_multiples(a)):  # a grouped layer's width moves in steps of its multiple
         w = list(base)
-        w[i] -= 1
+        w[i] -= m
         s = shapes(w)
         out[i] = tuple(
-            (k, d) for k, shp in ref.items() if k in s for d, n in enumerate(shp) if s[k][d] == n - 1
+            (k, d) for k, shp in ref.items() if k in s for d, n in enumerate(shp) if s[k][d] == n - m
         )
     return out
 
@@ -203,7 +206,10 @@ def shrink_model(
 
     ref = next(model.parameters())
     new = empty_model(arch, new_widths, dataset, convcut, ref.device, ref.dtype)
-    new.load_state_dict({k: cut(k, v) for k, v in model.state_dict().items()})
+    old = model.state_dict()
+    state = OrderedDict((k, cut(k, v)) for k, v in old.items())
+    state._metadata = getattr(old, "_metadata", None)  # module versions: some check theirs (torchvision's MNASNet)
+    new.load_state_dict(state)
     if _channels_last(ref):
         new = new.to(memory_format=torch.channels_last)
     new.train(model.training)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .. import io
 from ..models import default_widths, get_arch, param_count
+from ..models.traced_arch import width_multiples
 from ..scaling import powerlaw
 from ..scaling.latency_table import LatencyTable
 from ..scaling.methods import METHODS, Budget, Context, morphnet_base
@@ -110,11 +111,12 @@ __all__ = ["Fit", "available_fits", "budget_range", "configurations", "explorer_
 
 def budget_range(arch: str, dataset: str, metric: str | Metric = "params", latency: LatencyTable | None = None
                  ) -> tuple[float, float, float]:
-    """``(low, default, high)`` of the slider in ``metric``: uniform 10% width (at least one channel a layer: a
-    small network's 8-channel layer), default, 2x default."""
+    """``(low, default, high)`` of the slider in ``metric``: uniform 10% width (at least one channel a layer, or
+    one multiple of what a grouped layer needs: a small network's 8-channel layer), default, 2x default."""
     count = counter(arch, dataset, False, metric, latency)
     default = count(default_widths(arch))
-    return count([max(1, int(w * LOW_RATIO)) for w in default_widths(arch)]), default, 2 * default
+    low = [max(m, int(w * LOW_RATIO) // m * m) for w, m in zip(default_widths(arch), width_multiples(get_arch(arch)))]
+    return count(low), default, 2 * default
 
 
 def configurations(fit: Fit, dataset: str, budget: float, ratio: float | None = None,
