@@ -450,3 +450,20 @@ def test_a_latency_budget_on_a_traced_network_is_measured_along_the_law_and_its_
             measure_path(law, a.name, "cifar10", points=2)
     finally:
         unregister(a.name)
+
+
+def test_the_trace_build_serves_every_meta_build():
+    calls = []
+
+    def factory():  # computes with a tensor while it builds (as torchvision's RegNets): no meta build of its own
+        calls.append(int(torch.tensor([8]).item()))
+        return nn.Sequential(nn.Conv2d(3, calls[-1], 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(8, 10))
+
+    arch = Architecture.from_module(factory, (3, 32, 32))  # traces, then checks the counts on a meta build
+    assert calls == [8]
+    with torch.device("meta"):  # as a shrink's target and the channel map are built
+        meta = arch.build([5], 10, "cifar", False)
+    assert calls == [8] and sum(p.numel() for p in meta.parameters()) == arch.params([5], 10, "cifar", False)
+    model = arch.build([5], 10, "cifar", False)  # a real build calls the factory: fresh weights
+    assert calls == [8, 8] and model[0].out_channels == 5 and model[0].weight.device.type == "cpu"

@@ -131,9 +131,10 @@ class Traced:
         params: the parameter-count polynomial; macs: the MACs polynomial (variables: widths then K).
         seconds: discovery and compile time.
         order: module names in the order of their first call (which module's output feeds which norm).
-        meta_template: the factory's network on the meta device, built once by :func:`nslab.models.resize.build_traced`
-            and copied for every later meta build (a shrink's target, a channel map): the factory's own
-            initialisation costs tens of milliseconds even there.
+        meta_template: the factory's network on the meta device, copied for every meta build (a shrink's target, a
+            channel map, the counts' check): the one :func:`trace` built, moved there (a factory that computes with
+            tensors while it builds, as torchvision's RegNets, would otherwise be built again on the CPU: 14 s for
+            regnet_y_128gf); the factory's own initialisation costs tens of milliseconds even on the meta device.
     """
 
     factory: Callable[[], nn.Module]
@@ -404,6 +405,7 @@ def trace(factory: str | Callable[[], nn.Module], input_size: Sequence[int] = (3
     size = _check_input_size(input_size)
     model = make_network(fn, label)
     check_modules(model)
+    training = model.training
     model.eval()
     x = torch.randn(1, *size, generator=torch.Generator().manual_seed(0))
     rec = probe(model, x)
@@ -422,7 +424,7 @@ def trace(factory: str | Callable[[], nn.Module], input_size: Sequence[int] = (3
                          f"network ({n_params} parameters, {rec.flops / 2:g} MACs by FlopCounterMode); an op or "
                          "module it uses is not understood")
     return Traced(fn, label, size, groups, k0, output is not None, dims, kinds, param_dims, params, macs,
-                  time.perf_counter() - t0, tuple(rec.order))
+                  time.perf_counter() - t0, tuple(rec.order), model.train(training).to("meta"))
 
 
 def _check_all_ran(model: nn.Module, ran: Sequence[str], label: str) -> None:
