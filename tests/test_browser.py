@@ -18,8 +18,11 @@ import slider_browser as sb  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def lab(tmp_path_factory, smoke_reproduction):
     folder = tmp_path_factory.mktemp("lab")
+    # a copy of the smoke reproduction's results: notebook 04 finds its descent there (the search is the notebook
+    # tests' concern; this one is the browser's), and the shared folder stays as those tests read it
+    shutil.copytree(smoke_reproduction[0] / "results", folder / "results")
     params = {"PROFILE": "smoke", "INTERACTIVE": True, "RESULTS_DIR": str(folder / "results"),
               "FIGURES_DIR": str(folder / "figures")}
     for nb in ("03_budget_explorer.ipynb", "04_architecture_descent.ipynb"):

@@ -3,11 +3,11 @@
 The Ray tests run a local 2-CPU cluster; they skip when ray is not installed (.ci/run installs it).
 """
 
-import csv
 import dataclasses
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -139,26 +139,22 @@ def test_bad_grids_and_executors_are_refused(tmp_path):
 # the real grid: what the notebooks ask for
 
 
-def small_preset():
-    """Every kind of notebook request (search iteration 1 / all, benchmark, both studies) at the least cost."""
-    s = config.SMOKE
-    vgg = config.Setting("vgg11", "cifar10", "cifar10", (0.25,), (0,), extra_seeds=(1,))
-    r18 = s.convcut[1]
-    return dataclasses.replace(s, benchmark=(vgg,), pretrain=(dataclasses.replace(vgg, extra_seeds=()),),
-                               pretrain_epochs=(0, 1), convcut=(r18,))
-
-
 def outputs(results: Path) -> dict[str, int]:
     """Finished search iterations and run records, with their modification times (ns)."""
     files = list(results.glob("descent/*/iter_*/summary.json")) + list(results.glob("runs/*.json"))
     return {str(p.relative_to(results)): p.stat().st_mtime_ns for p in files}
 
 
-def test_grid_computes_exactly_what_the_notebooks_then_read(tmp_path, monkeypatch):
+def test_grid_computes_exactly_what_the_notebooks_then_read(smoke_reproduction, tmp_path, monkeypatch):
     from nslab.runs import studies
     from nslab.search import descent
 
-    p = small_preset()
+    # the smoke reproduction's grid (every kind of notebook request: search iteration 1 / all, benchmark, both
+    # studies, notebooks 08 and 09) ran in process, then every notebook; a copy of its results, so that a call
+    # below that computed would not touch the folder the other tests read
+    ref, report = smoke_reproduction
+    p = config.SMOKE
+    shutil.copytree(ref / "results", tmp_path / "res")
     where = make_paths("smoke", tmp_path / "fig", tmp_path / "res")
     ts = grid.tasks(p, where)
     assert len({t.key for t in ts}) == len(ts) and len({t.name for t in ts}) == len(ts)
@@ -166,10 +162,10 @@ def test_grid_computes_exactly_what_the_notebooks_then_read(tmp_path, monkeypatc
     assert all(keys[d] < keys[t.key] for t in ts for d in t.deps)  # dependencies first
     it1 = [t for t in ts if t.kind == "train" and "neuralscale_it1 vgg11" in t.name]
     assert it1 and all(d.endswith(":1") for t in it1 for d in t.deps)  # iteration 1 only, not the last
-    rep = InProcessExecutor(progress=False).run(ts)
-    assert rep.ok and len(rep.ran) == len(ts), rep.to_dict()
+    assert report["grid"]["ran"] == len(ts) and report["grid"]["failed"] == {}, report["grid"]
     before = outputs(where.results)
-    # one output per task: nothing computed twice under two names, nothing missing
+    # one output per task, after the notebooks too: nothing computed twice under two names (nor by a notebook,
+    # outside the grid), nothing missing
     assert len(before) == len(ts)
     assert sum(1 for k in before if k.startswith("descent")) == sum(t.kind == "search" for t in ts)
 
@@ -289,14 +285,11 @@ def inprocess_ref(smoke_reproduction):
     return smoke_reproduction[0]
 
 
-def tables(fig: Path) -> dict[str, list[dict]]:
-    """The CSV tables, without what depends on timing (latency, training time)."""
-    out = {}
-    for f in sorted(fig.glob("table*.csv")):
-        rows = list(csv.DictReader(f.open()))
-        out[f.name] = [{k: v for k, v in r.items() if not any(x in k for x in ("latency", "train_min", "second"))}
-                       for r in rows]
-    return out
+def records(results: Path) -> dict[str, dict]:
+    """The run records by file name, without what depends on timing (latency, training time)."""
+    drop = ("latency_ms", "latency_std_ms", "train_seconds", "seconds")
+    return {p.name: {k: v for k, v in json.loads(p.read_text()).items() if k not in drop}
+            for p in sorted(results.glob("runs/*.json"))}
 
 
 def ray_processes() -> set[int]:
@@ -317,7 +310,9 @@ def ray_processes() -> set[int]:
 def test_ray_driver_killed_mid_grid_resumes_without_recomputing(inprocess_ref, tmp_path):
     res = tmp_path / "res"
     before_any = ray_processes()
-    cmd = [sys.executable, "-m", "nslab", *reproduce_args(tmp_path, "--executor", "ray", "--num-cpus", "2")]
+    # the grid only: its records are what the notebook's tables are made of (the notebook tests run it)
+    cmd = [sys.executable, "-m", "nslab", *reproduce_args(tmp_path, "--executor", "ray", "--num-cpus", "2",
+                                                          "--grid-only")]
     driver = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     t0 = time.monotonic()
     # kill once some searches and runs are finished and others are running
@@ -342,10 +337,11 @@ def test_ray_driver_killed_mid_grid_resumes_without_recomputing(inprocess_ref, t
     assert report["cached"] >= len(finished) and report["ran"] == report["tasks"] - report["cached"] > 0
     assert report["failed"] == {} and report["skipped"] == {}
     assert "stopped" in done.stderr and "previous run left" in done.stderr
-    # the tables are the in-process executor's (timings aside), and no Ray process is left
-    ray_tables = tables(tmp_path / "fig")  # notebook 05's: Tables 1 and 2
-    assert ray_tables == {k: v for k, v in tables(inprocess_ref / "figures").items() if k in ray_tables}
-    assert set(ray_tables) == {"table1_benchmark.csv", "table2_benchmark_more.csv"}
+    # every run record (notebook 05's Tables 1 and 2) is the in-process executor's, bit for bit (timings aside),
+    # and no Ray process is left
+    ray_records, ref = records(res), records(inprocess_ref / "results")
+    assert len(ray_records) == report["tasks"] - len(list(res.glob("descent/*/iter_*/summary.json"))) > 0
+    assert ray_records == {k: ref[k] for k in ray_records}
     assert session_processes(leftover_sid) == [] and not cluster.record.exists()
     assert ray_processes() <= before_any
 

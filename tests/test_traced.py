@@ -436,7 +436,9 @@ def test_a_latency_budget_on_a_traced_network_is_measured_along_the_law_and_its_
         # through the measured points (where timing noise did not make the curve dip)
         top = int(np.argmax(path.ms))
         assert path.predict(path.widths[top]) == pytest.approx(path.ms[top], rel=1e-9)
-        target = float(np.sqrt(path.ms[0] * path.ms[-1]))
+        # between the law's smallest measured point and the curve's top: feasible whatever the timing noise (a
+        # first point timed slower than the last made the raw endpoints' mean fall below the model's floor)
+        target = float(np.sqrt(path.predict(path.widths[0]) * max(path.ms)))
         s = widths_for_budget(law, a.name, "cifar10", target, metric="latency", latency=path)
         assert s.metric == "latency" and path.predict(s.widths) == pytest.approx(s.achieved)
         assert min(path.ms) * 0.5 < s.achieved < max(path.ms) * 2  # within the measured range (noise makes steps)
