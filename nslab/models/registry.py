@@ -163,9 +163,10 @@ def uniform_widths(arch: str, ratio: float) -> list[int]:
     if not ratio > 0:
         raise ValueError(f"ratio must be positive, got {ratio!r}")
     a = get_arch(arch)
-    widths = [int(w * ratio) // m * m for w, m in zip(a.default_widths, width_multiples(a))]
+    mult = width_multiples(a)
+    widths = [int(w * ratio) // m * m for w, m in zip(a.default_widths, mult)]
     if min(widths) < 1:
-        multiples = "" if set(width_multiples(a)) == {1} else f" (each a multiple of {list(width_multiples(a))})"
+        multiples = "" if set(mult) == {1} else f" (each a multiple of {list(mult)})"
         raise ValueError(f"ratio {ratio} leaves a layer of {arch} with no channel: {widths}{multiples}")
     return widths
 
