@@ -9,6 +9,10 @@ few timm ones; timm is an optional extra, skipped with a note without it), throu
   check at a second width vector);
 - counts exact: the network built on the meta device at 2 random width vectors (0.3x..1.6x the defaults, in each
   group's multiple): ``params(w) == sum(p.numel())`` and ``macs(w) == FlopCounterMode total / 2``;
+- shrinks exactly: how many entries a search rebuilds smaller (:attr:`~nslab.models.Architecture.shrinkable`), and
+  whether the rebuilt network computes what the masked one did (40% of each entry's channels pruned at random, at
+  the smoke search's start widths, per-channel parameters drawn in [0.5, 1.5] and BatchNorm statistics far from 0
+  and 1; logits within 1e-4 relative);
 - search (with ``--search``): a 1-iteration smoke architecture descent on 40 synthetic images (coarse steps: about
   40 prune steps from 1/8 width, or wider where a group would keep under 4 channels or one multiple of its grouped
   layers), which must fit a law and generate the next width vector, built on the meta device with the solver's
@@ -30,20 +34,24 @@ import time
 import traceback
 from pathlib import Path
 
+import torch
 import torchvision  # imported before timing: the first import costs ~1.5 s, once per process
 
 from nslab import io
 from nslab.config import preset
 from nslab.data import synthetic_data
 from nslab.device import torch_threads
-from nslab.models import Architecture, get_arch, measured_counts, resolve_arch, uniform_widths, unregister
+from nslab.models import Architecture, create_model, get_arch, measured_counts, resolve_arch, uniform_widths, unregister
 from nslab.models.traced_arch import width_multiples
+from nslab.search.channels import apply_masks, shrink_model
+from nslab.search.pruner import balanced_keep
 from nslab.views.network import random_widths
 
 SMOKE = ["torchvision:resnet18", "torchvision:mobilenet_v3_small", "torchvision:shufflenet_v2_x0_5"]
 TIMM = ["timm:resnet18", "timm:efficientnet_b0", "timm:mobilenetv3_small_100", "timm:convnext_atto",
         "timm:regnetx_002", "timm:densenet121"]
 CLASSES = 10
+SHRINK_TOL = 1e-4  # largest |shrunk - masked| / max |masked| of the logits that counts as the same function
 
 
 def model_names(timm_models: list[str]) -> tuple[list[str], str | None]:
@@ -69,6 +77,46 @@ def counts_exact(arch: Architecture, seed: str, vectors: int = 2) -> tuple[bool,
     return True, f"{vectors}/{vectors}"
 
 
+def search_ratio(name: str) -> float:
+    """The smoke search's start: the smoke preset's ratio, or wider where a group would keep under 4 channels or
+    one multiple of what its grouped layers need (a group at 1 channel never loses one)."""
+    a = get_arch(name)
+    return min(1.0, max(preset("smoke").search.start_ratio,
+                        *(max(4, m) / w for w, m in zip(a.default_widths, width_multiples(a)))))
+
+
+def shrink_exact(name: str) -> tuple[int, float]:
+    """How many entries shrink physically, and the largest difference between the masked network and the shrunk
+    one (eval mode, BatchNorm statistics and biases drawn far from 0 and 1) with 40% of each entry's channels
+    pruned at random (a grouped entry keeps equal blocks, the rest masked), at the smoke search's start widths, every
+    per-channel parameter drawn in [0.5, 1.5]."""
+    a, w = get_arch(name), uniform_widths(name, search_ratio(name))
+    torch.manual_seed(0)
+    model = create_model(name, w, "cifar10").eval()
+    with torch.no_grad():
+        for p in model.parameters():  # scales (a BatchNorm's 1s, a layer scale's 1e-6) that let every channel count
+            if p.numel() == max(p.shape, default=1):  # one channel dimension: (C,), a layer scale's (C, 1, 1)
+                p.uniform_(0.5, 1.5)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.bias.uniform_(-1, 1)
+    gen = torch.Generator().manual_seed(0)
+    alive = [torch.rand(n, generator=gen) < 0.6 for n in w]
+    for al in alive:
+        al[0] = True
+    mult = width_multiples(a)
+    keep = {i: k for i in sorted(a.shrinkable) if (k := balanced_keep(alive[i], mult[i])) is not None}
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        h = apply_masks(model, {i: al.float() for i, al in enumerate(alive)})
+        ref = model(x)
+        h.remove()
+        new, _, _ = shrink_model(model, name, w, keep, "cifar10")
+        apply_masks(new, {i: (alive[i][keep[i]] if i in keep else alive[i]).float() for i in range(len(w))})
+        out = new(x)
+    return len(a.shrinkable), float((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
+
+
 def smoke_search(name: str) -> str:
     """A 1-iteration smoke descent of ``name`` on 40 synthetic images whose generated widths must build with the
     solver's counts; returns its rows and fit."""
@@ -77,11 +125,9 @@ def smoke_search(name: str) -> str:
     from nslab.search.descent import architecture_descent
 
     s = preset("smoke").search
-    # start where every group keeps >= 4 channels and one multiple of what its grouped layers need (a group at 1
-    # channel never loses one, and the trajectory records a row only once every group has); ~40 prune steps
-    # whatever the network's size
-    a = get_arch(name)
-    ratio = min(1.0, max(s.start_ratio, *(max(4, m) / w for w, m in zip(a.default_widths, width_multiples(a)))))
+    # start where every group keeps >= 4 channels and one multiple of its grouped layers (search_ratio; the
+    # trajectory records a row only once every group has lost one); ~40 prune steps whatever the network's size
+    ratio = search_ratio(name)
     total = sum(uniform_widths(name, ratio))
     s = replace(s, iterations=1, start_ratio=ratio,
                 prune=replace(s.prune, channels_per_step=max(2, math.ceil(total / 40))))
@@ -122,6 +168,8 @@ def measure(name: str, search: bool, max_params: float | None = None) -> dict:
     row.update(groups=len(arch.groups), discovery_s=round(time.perf_counter() - t, 2))
     try:
         row["counts_exact"], row["counts_note"] = counts_exact(arch, name)
+        if row["counts_exact"]:
+            row["shrinkable"], row["shrink_diff"] = shrink_exact(name)
         if search and row["counts_exact"]:
             row["search"] = smoke_search(name)
     except Exception as e:  # noqa: BLE001 -- recorded in the table: the survey goes on to the next model
@@ -136,16 +184,28 @@ def measure(name: str, search: bool, max_params: float | None = None) -> dict:
 
 def table(rows: list[dict], search: bool) -> str:
     """The markdown table of ``rows``."""
-    head = "| model | groups | discovery (s) | counts exact | " + ("search smoke-runs | " if search else "") + "error |"
+    head = ("| model | groups | discovery (s) | counts exact | shrinks exactly | "
+            + ("search smoke-runs | " if search else "") + "error |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         exact = {True: "yes", False: f"**no**: {r.get('counts_note')}", None: ""}[r["counts_exact"]]
-        cells = [f"`{r['model']}`", r["groups"] or "", "" if r["discovery_s"] is None else r["discovery_s"], exact]
+        cells = [f"`{r['model']}`", r["groups"] or "", "" if r["discovery_s"] is None else r["discovery_s"], exact,
+                 shrink_cell(r)]
         if search:
             cells.append(("yes: " + r["search"]) if r["search"] else "")
         cells.append((r["error"] or r.get("skipped") or "").replace("|", "\\|"))
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
+
+
+def shrink_cell(r: dict) -> str:
+    """``yes: k of L groups`` when the shrunk network computes the masked one's outputs (relative 1e-4), else the
+    difference; empty when not measured."""
+    if r.get("shrinkable") is None:
+        return ""
+    ok = r["shrink_diff"] <= SHRINK_TOL
+    return (f"yes: {r['shrinkable']} of {r['groups']} groups" if ok else f"**no**: {r['shrink_diff']:.1e}") + (
+        "" if r["shrinkable"] == r["groups"] else " (the rest masked)")
 
 
 def main() -> None:
@@ -182,6 +242,7 @@ def summarise(rows: list[dict], note: str | None, threads: int, seconds: float) 
     """The JSON summary of a survey: counts of exact, refused and searched models, then every row."""
     ok = [r for r in rows if r["counts_exact"]]
     return {"models": len(rows), "exact": len(ok), "refused": sum(r["error"] is not None for r in rows),
+            "shrink_exact": sum(r.get("shrink_diff") is not None and r["shrink_diff"] <= SHRINK_TOL for r in rows),
             "searched": sum(r["search"] is not None for r in rows), "skipped": sum("skipped" in r for r in rows),
             "note": note, "threads": threads,
             "seconds": round(seconds, 1), "max_discovery_s": max((r["discovery_s"] for r in ok), default=None),

@@ -10,6 +10,14 @@ from nslab.scaling import powerlaw, solver
 DATA = Path(__file__).parent / "data"
 
 
+def pytest_collection_modifyitems(items):
+    # Under pytest-xdist (the README's `-n 2 --dist loadgroup`), every test that reads the shared smoke reproduction
+    # runs on one worker, so that the reproduction (the suite's slowest part) runs once, not once per worker.
+    for item in items:
+        if "smoke_reproduction" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("smoke_reproduction"))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     # The tests' networks are tiny: a second OpenMP thread only adds synchronisation, and when anything

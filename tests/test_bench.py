@@ -98,6 +98,7 @@ def test_coverage_smoke():
     shuffle = rows["torchvision:shufflenet_v2_x0_5"]  # refused with the op named, never counted
     assert shuffle["counts_exact"] is None and shuffle["groups"] is None and "op 'view'" in shuffle["error"]
     assert all(r["search"] or r["error"] for r in rows.values())  # each search ran, or says why not
-    head = "| model | groups | discovery (s) | counts exact | search smoke-runs | error |"
-    assert head + "\n" + "|---" * 6 + "|\n" in out  # the delimiter row has as many columns as the head
+    assert r18["shrinkable"] == 12 and r18["shrink_diff"] < 1e-4 and "| yes: 12 of 12 groups |" in out
+    head = "| model | groups | discovery (s) | counts exact | shrinks exactly | search smoke-runs | error |"
+    assert head + "\n" + "|---" * 7 + "|\n" in out  # the delimiter row has as many columns as the head
     assert out.count("| `torchvision:") == 3

@@ -469,3 +469,29 @@ def test_the_trace_build_serves_every_meta_build():
     assert calls == [8] and sum(p.numel() for p in meta.parameters()) == arch.params([5], 10, "cifar", False)
     model = arch.build([5], 10, "cifar", False)  # a real build calls the factory: fresh weights
     assert calls == [8, 8] and model[0].out_channels == 5 and model[0].weight.device.type == "cpu"
+
+
+
+def test_the_trace_builds_its_copy_without_random_draws_and_puts_them_back():
+    # the trace reads only shapes, a graph and counts of its copy: torch.nn.init's draws are skipped while the
+    # factory builds it (most of a large constructor's time), and restored afterwards, on an error too
+    before, seen = nn.init.kaiming_uniform_, []
+
+    def factory():
+        seen.append(nn.init.kaiming_uniform_)
+        return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(8, 10))
+
+    def broken():
+        seen.append(nn.init.kaiming_uniform_)
+        raise RuntimeError("no")
+
+    a = Architecture.from_module(factory)
+    assert seen[0] is not before and nn.init.kaiming_uniform_ is before
+    with pytest.raises(ValueError, match="factory .* failed: RuntimeError: no"):
+        Architecture.from_module(broken)
+    assert seen[-1] is not before and nn.init.kaiming_uniform_ is before
+    torch.manual_seed(0)
+    w = a.build([8], 10, "cifar", False)[0].weight  # a build draws as the factory does
+    torch.manual_seed(0)
+    assert torch.equal(w, nn.Conv2d(3, 8, 3).weight) and seen[-1] is before

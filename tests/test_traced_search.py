@@ -30,6 +30,7 @@ from nslab.models.traced_arch import fixed_groups, width_multiples
 from nslab.search.channels import apply_masks, channel_map, gate_points, shrink_model
 from nslab.search.criteria import TaylorFO
 from nslab.search.prune import prune
+from nslab.search.pruner import balanced_keep
 
 
 class ResDW(nn.Module):
@@ -78,6 +79,28 @@ class GroupedNet(nn.Module):
         return self.fc(torch.relu(self.b3(self.c3(x))).mean((2, 3)))
 
 
+class DenseGrouped(nn.Module):
+    """A DenseNet-style block (each layer's BatchNorm reads the concatenation of the stem's and the earlier layers'
+    outputs), a grouped conv (4 groups) between two BatchNorms, and a flatten of a 2x2 map into the classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.b0 = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.n1, self.c1 = nn.BatchNorm2d(8), nn.Conv2d(8, 6, 3, padding=1)
+        self.n2, self.c2 = nn.BatchNorm2d(14), nn.Conv2d(14, 6, 3, padding=1)
+        self.n3, self.g1, self.gb1 = nn.BatchNorm2d(20), nn.Conv2d(20, 16, 1, bias=False), nn.BatchNorm2d(16)
+        self.g2, self.gb2 = nn.Conv2d(16, 16, 3, padding=1, groups=4, bias=False), nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16 * 4, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.b0(self.stem(x)))
+        x = torch.cat([x, self.c1(torch.relu(self.n1(x)))], 1)
+        x = torch.cat([x, self.c2(torch.relu(self.n2(x)))], 1)
+        x = torch.relu(self.gb1(self.g1(torch.relu(self.n3(x)))))
+        x = torch.relu(self.gb2(self.g2(x)))
+        return self.fc(F.adaptive_avg_pool2d(x, 2).flatten(1))
+
+
 FAST = PruneSettings(channels_per_step=3, batches_per_step=1, batch_size=16, pretrain_epochs=0, lr=0.05,
                      stop_fraction=0.3)
 _ARCHS: dict[str, Architecture] = {}
@@ -85,8 +108,9 @@ _ARCHS: dict[str, Architecture] = {}
 
 def arch_of(which: str) -> Architecture:
     if which not in _ARCHS:
-        factory = {"resdw": ResDW, "grouped": GroupedNet, "versioned": Versioned}.get(which, "torchvision:resnet18")
-        _ARCHS[which] = Architecture.from_module(factory, (3, 32, 32), name=f"ts_{which}")
+        factory = {"resdw": ResDW, "grouped": GroupedNet, "versioned": Versioned, "dense": DenseGrouped}.get(
+            which, which if ":" in which else "torchvision:resnet18")
+        _ARCHS[which] = Architecture.from_module(factory, (3, 32, 32), name=f"ts_{which.rpartition(':')[2]}")
     return _ARCHS[which]
 
 
@@ -282,6 +306,88 @@ def test_prune_fit_solve_build_end_to_end_and_resume(which, registered, data, tm
     sol = nslab.widths_for_budget(law, a.name, "cifar10", budget, metric="params")
     model = a.build(sol.widths, 10, "cifar", False)
     assert sum(p.numel() for p in model.parameters()) == sol.params == nslab.param_count(a.name, sol.widths)
+
+
+def test_a_grouped_entry_shrinks_by_the_same_count_in_every_block():
+    alive = torch.tensor([1, 0, 0, 1, 1, 1, 0, 1], dtype=torch.bool)
+    assert balanced_keep(alive, 2).tolist() == [0, 1, 3, 4, 5, 7]  # one dead channel out of each block of 4
+    assert balanced_keep(alive, 1).tolist() == [0, 3, 4, 5, 7]
+    assert balanced_keep(torch.tensor([1, 1, 0, 0], dtype=torch.bool), 2) is None  # block 0 has none to lose
+    assert balanced_keep(torch.ones(4, dtype=torch.bool), 1) is None
+
+
+@pytest.mark.parametrize("which", ["dense", "torchvision:densenet121", "torchvision:regnet_x_400mf"])
+def test_concatenations_and_grouped_convs_shrink_to_what_the_masked_network_computes(which, registered):
+    a = registered(which)
+    assert a.shrinkable == frozenset(range(len(a.groups)))  # every group, read through a concatenation or not
+    torch.manual_seed(2)
+    w, mult = list(a.default_widths), width_multiples(a)
+    model = create_model(a.name, w, "cifar10")
+    opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)  # no step: batch statistics of 1x1 maps
+    x = torch.randn(4, 3, 32, 32)
+    F.cross_entropy(model(x), torch.arange(4)).backward()
+    opt.step()  # momentum buffers to slice
+    for m in model.modules():  # statistics and biases far from 0 and 1: a masked channel must not pass its bias on
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.bias.data.uniform_(-1, 1)
+    gen = torch.Generator().manual_seed(0)
+    alive = [torch.rand(n, generator=gen) < 0.6 for n in w]
+    for al in alive:
+        al[0] = True
+    masks = {i: al.float() for i, al in enumerate(alive)}
+    keep = {i: k for i, al in enumerate(alive) if (k := balanced_keep(al, mult[i])) is not None}
+    model.eval()
+    h = apply_masks(model, masks)
+    with torch.no_grad():
+        ref = model(x)
+    h.remove()
+    new, new_w, new_opt = shrink_model(model, a.name, w, keep, "cifar10", False, opt)
+    assert all(n % k == 0 for n, k in zip(new_w, mult)) and sum(new_w) < sum(w)
+    assert sum(p.numel() for p in new.parameters()) == a.params(new_w, 10, "cifar", False)
+    left = {i: alive[i][keep[i]].float() if i in keep else masks[i] for i in range(len(w))}  # the dead kept: masked
+    apply_masks(new.eval(), left)
+    with torch.no_grad():
+        assert torch.allclose(new(x), ref, rtol=1e-4, atol=1e-5)
+    if which == "dense":  # the last concatenation's BatchNorm keeps the stem's, c1's and c2's kept channels
+        index = torch.cat([keep[0], 8 + keep[1], 14 + keep[2]])
+        momentum = {id(p): st["momentum_buffer"] for p, st in opt.state.items()}
+        got = new_opt.state[new.n3.weight]["momentum_buffer"]
+        assert torch.equal(got, momentum[id(model.n3.weight)][index]) and new.n3.num_features == len(index)
+        assert new.g2.groups == 4 and new.g2.out_channels == new_w[4] and new.fc.in_features == 4 * new_w[4]
+        with pytest.raises(ValueError, match="entry 4 .* must keep the same number of channels in each block"):
+            shrink_model(model, a.name, w, {4: torch.arange(8)}, "cifar10")  # blocks 0, 1 whole, 2, 3 gone
+
+
+def test_a_concatenation_scores_each_entry_on_its_own_channels():
+    a = arch_of("dense")
+    torch.manual_seed(0)
+    model = a.build(list(a.default_widths), 10, "cifar", False).train()
+    crit = TaylorFO(coupled="gate").attach(model)
+    outs = {}
+
+    def keep(m, args, out, name):
+        out.retain_grad()
+        outs[name] = out
+
+    for name in ("b0", "n1", "c1", "n2", "n3"):
+        model.get_submodule(name).register_forward_hook(lambda m, a_, o, name=name: keep(m, a_, o, name))
+    F.cross_entropy(model(torch.randn(4, 3, 32, 32)), torch.randint(0, 10, (4,))).backward()
+    per = {n: (o.detach() * o.grad).sum((0, 2, 3)).double() for n, o in outs.items()}
+    # the stem's channels: its norm, the first layer's (which reads it alone), and channels 0..7 of both
+    # concatenations' norms; c1's: its own output and channels 8..13 of both
+    stem = per["b0"] + per["n1"] + per["n2"][:8] + per["n3"][:8]
+    assert torch.allclose(crit.last[0], stem, rtol=1e-5, atol=1e-12)
+    assert torch.allclose(crit.last[1], per["c1"] + per["n2"][8:14] + per["n3"][8:14], rtol=1e-5, atol=1e-12)
+
+
+def test_a_search_shrinks_the_concatenations_and_grouped_convs(registered, data):
+    a = registered("dense")
+    res = prune(a.name, data, FAST, seed=0, progress=False)
+    phys = [len(res.masks[i]) if i in res.masks else x for i, x in enumerate(res.final_widths)]
+    m = res.model
+    assert m.n3.num_features == sum(phys[:3]) < 20 and m.g2.out_channels == phys[4] and phys[4] % 4 == 0
+    assert sum(p.numel() for p in m.parameters()) == a.params(phys, 10, "cifar", False)
+    assert sum(phys) < sum(a.default_widths)
 
 
 def test_shrinking_keeps_the_module_versions_of_the_state_dict(registered, data):

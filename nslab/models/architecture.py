@@ -63,9 +63,14 @@ class Architecture:
             multiply-accumulates of one ``image_size`` x ``image_size`` image (half of
             ``FlopCounterMode``'s total; see :func:`nslab.models.macs`).
         shrinkable: width indices whose pruned channels can be removed exactly, rebuilding the network
-            smaller (:func:`nslab.search.channels.shrink_model`): an entry is shrinkable when every tensor
-            it sizes changes by exactly one per channel and nothing else changes shape with it. The others
-            are masked at their gates. Empty (the safe default): every entry is masked.
+            smaller (:func:`nslab.search.channels.shrink_model`): an entry is shrinkable when slicing every
+            tensor it sizes (:attr:`slices`) computes what masking its channels did. The others are masked at
+            their gates. Empty (the safe default): every entry is masked.
+        slices: ``(widths, keep, num_classes, variant, convcut) -> {state-dict key: [(dim, index, groups), ...]}``,
+            how a shrink maps onto the tensors: ``keep`` maps shrinkable entries to the sorted indices of their
+            channels to keep; each listed dimension of a tensor is indexed whole (``groups > 1``: a grouped conv's
+            per-group input dimension, the index over all its inputs). ``None``: each entry's channels are the
+            dimensions that shrink with it one for one (:func:`nslab.search.channels.channel_map`).
         ops: ``(widths, spec, convcut) -> list[Op]``, the layers of one forward pass as a per-layer
             latency table times them (:mod:`nslab.scaling.latency_table`); ``None``: no latency model.
         sgd_solver: ``(lr, steps, tol)`` of the paper's gradient-descent budget solver as the authors'
@@ -88,6 +93,7 @@ class Architecture:
     params: Callable[[Sequence[int], int, str, bool], int]
     macs: Callable[[Sequence[int], int, str, bool, int], int]
     shrinkable: frozenset[int] = frozenset()
+    slices: Callable[[Sequence[int], dict, int, str, bool], dict] | None = None
     ops: Callable[[Sequence[int], DatasetSpec, bool], list[Op]] | None = None
     sgd_solver: tuple[float, int | None, float | None] | None = None
     fit_from_onset: bool = False
@@ -116,8 +122,9 @@ class Architecture:
         for attr in ("build", "params", "macs"):
             if not callable(getattr(self, attr)):
                 raise ValueError(f"{where}: {attr} must be callable")
-        if self.ops is not None and not callable(self.ops):
-            raise ValueError(f"{where}: ops must be callable or None")
+        for attr in ("slices", "ops"):
+            if getattr(self, attr) is not None and not callable(getattr(self, attr)):
+                raise ValueError(f"{where}: {attr} must be callable or None")
 
     @property
     def default_widths(self) -> tuple[int, ...]:

@@ -9,7 +9,9 @@ whose size does not change keep the factory's values. Then every group is gated 
 (:func:`gate_members`: a forward hook runs the output through the gate): the first carries the group's
 :class:`~nslab.models.Gate`, the others a :class:`MemberGate` of the same index, so that masking a channel zeroes it on
 every branch a residual add, a depthwise conv or a squeeze-and-excitation gate ties together, and Taylor-FO reads the
-gradient of one gate shared by all of them. The network's own gates, if it had any, become identities.
+gradient of one gate shared by all of them. A norm that reads a concatenation (DenseNet's) carries a
+:class:`SegmentGate` over each group's run of its channels, so a masked channel is zero after every BatchNorm that
+reads it, as if removed. The network's own gates, if it had any, become identities.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ import torch
 from torch import nn
 
 from .common import Gate
+from .factory import make_network
+from .layout import spans
 from .polynomial import evaluate_form, form_var
-from .traced import Traced, make_network
+from .traced import Traced
 
-__all__ = ["MemberGate", "build_traced", "channel_dim", "gate_members"]
+__all__ = ["MemberGate", "SegmentGate", "build_traced", "channel_dim", "gate_members"]
 
 _CHANNEL_FIRST = (nn.Conv2d, nn.BatchNorm2d, nn.GroupNorm)  # modules whose output is (N, C, H, W), channels at dim 1
 
@@ -40,6 +44,20 @@ class MemberGate(nn.Identity):
         self.index, self.dim = index, dim
 
     extra_repr = Gate.extra_repr
+
+
+class SegmentGate(nn.Identity):
+    """The gated output of a module whose channels hold several width entries' runs (a concatenation's consumer: a
+    DenseNet layer's ``norm1``): ``segments`` = ``((index, start, length), ...)`` along ``dim``, each masked and
+    scored with its entry's other gate points. Without it a masked channel read through a concatenation would
+    become its BatchNorm's bias there, and the masked network would not be the one with that channel removed."""
+
+    def __init__(self, segments: Sequence[tuple[int, int, int]], dim: int = 1):
+        super().__init__()
+        self.segments, self.dim = tuple(segments), dim
+
+    def extra_repr(self) -> str:
+        return f"segments={list(self.segments)}, dim={self.dim}"
 
 
 def channel_dim(m: nn.Module) -> int | None:
@@ -197,11 +215,22 @@ def build_traced(traced: Traced, widths: Sequence[int], num_classes: int, seed: 
         else:
             _resize(owner, model.get_submodule(owner), traced.kinds[owner], size, gen)
     modules = dict(model.named_modules())
-    for j, i in enumerate(range(len(traced.groups)) if gated is None else gated):
+    entry = {i: j for j, i in enumerate(range(len(traced.groups)) if gated is None else gated)}
+    for i, j in entry.items():
         anchor = traced.groups[i].anchor
         points = gate_members(traced, i, modules) or [(anchor, channel_dim(modules[anchor]) or 1)]
         for k, (name, dim) in enumerate(points):
-            m = modules[name]
-            m.nslab_gate = Gate(j, dim) if k == 0 else MemberGate(j, dim)
-            m.register_forward_hook(_apply_gate)
+            _gate(modules[name], Gate(j, dim) if k == 0 else MemberGate(j, dim))
+    for name, roles in traced.layouts.items():  # the norms of a concatenation (or of a group and constant channels)
+        layout, dim = roles.get("norm"), channel_dim(modules.get(name))
+        if layout is None or dim is None or (len(layout) == 1 and layout[0][0] is not None):
+            continue
+        segments = [(entry[v], start, n) for v, _, start, n in spans(layout, values) if v in entry]
+        if segments:
+            _gate(modules[name], SegmentGate(segments, dim))
     return model
+
+
+def _gate(m: nn.Module, gate: nn.Module) -> None:
+    m.nslab_gate = gate
+    m.register_forward_hook(_apply_gate)

@@ -13,7 +13,6 @@ checked against the built network and FlopCounterMode before :func:`trace` retur
 from __future__ import annotations
 
 import contextlib
-import importlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,65 +23,12 @@ from unittest import mock
 import torch
 from torch import nn
 
+from .factory import make_network, resolve_factory
+from .layout import Layout, compile_layouts, run_start
 from .polynomial import Form, Polynomial, evaluate_form, expand, form_const
 from .probe import NORMS, Probe, check_modules, probe
 
-__all__ = ["Traced", "TracedGroup", "resolve_factory", "trace"]
-
-
-def resolve_factory(factory: str | Callable[[], nn.Module]) -> tuple[Callable[[], nn.Module], str]:
-    """Turn ``factory`` into a no-argument callable building the network, and a label for messages.
-
-    Args:
-        factory: a callable; ``"torchvision:NAME"`` (``torchvision.models.get_model(NAME, weights=None)``);
-            ``"timm:NAME"`` (``timm.create_model(NAME, pretrained=False)``, timm imported only then);
-            ``"package.module:function"`` (imported, called with no arguments).
-
-    Raises:
-        ValueError: a string of another form, or a module or function that cannot be imported.
-    """
-    if callable(factory):
-        return factory, getattr(factory, "__qualname__", repr(factory))
-    if not isinstance(factory, str) or factory.count(":") != 1 or not all(factory.split(":")):
-        raise ValueError(f"factory must be a callable or 'torchvision:NAME', 'timm:NAME', 'package.module:function'; "
-                         f"got {factory!r}")
-    where, what = factory.split(":")
-    if where == "torchvision":
-        import torchvision
-
-        return lambda: torchvision.models.get_model(what, weights=None), factory
-    if where == "timm":
-        try:
-            import timm
-        except ImportError:
-            raise ValueError(f"factory {factory!r} needs timm, which is not installed (pip install timm)") from None
-        return lambda: timm.create_model(what, pretrained=False), factory
-    try:
-        fn = getattr(importlib.import_module(where), what)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"factory {factory!r}: cannot import {what!r} from {where!r} ({e})") from None
-    return fn, factory
-
-
-def make_network(factory: Callable[[], nn.Module], label: str) -> nn.Module:
-    """Call the factory; a failure or a non-module result is a one-line ``ValueError`` naming it.
-
-    Under a meta default device (the registry's check builds there), a factory that computes with tensors while
-    it builds (torchvision's RegNets) cannot run; it is then built on the CPU and moved to the meta device.
-    """
-    try:
-        model = factory()
-    except Exception as e:  # noqa: BLE001 -- whatever the user's factory raises is reported as bad input
-        if torch.get_default_device().type != "meta":
-            raise ValueError(f"factory {label!r} failed: {type(e).__name__}: {e}") from None
-        # its random draws are thrown away: they must not move the global RNG (a search's batches and
-        # augmentations draw from it, and a shrink builds its target here)
-        with torch.device("cpu"), torch.random.fork_rng(devices=[]):
-            model = make_network(factory, label)
-        return model.to("meta")
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"factory {label!r} returned {type(model).__name__}, not an nn.Module")
-    return model
+__all__ = ["Traced", "TracedGroup", "trace"]
 
 
 @dataclass(frozen=True)
@@ -131,6 +77,8 @@ class Traced:
         params: the parameter-count polynomial; macs: the MACs polynomial (variables: widths then K).
         seconds: discovery and compile time.
         order: module names in the order of their first call (which module's output feeds which norm).
+        layouts: tensor owner -> role -> where each group's channels sit along that dimension
+            (:mod:`nslab.models.layout`: a concatenation's consumer holds several groups' runs).
         meta_template: the factory's network on the meta device, copied for every meta build (a shrink's target, a
             channel map, the counts' check): the one :func:`trace` built, moved there (a factory that computes with
             tensors while it builds, as torchvision's RegNets, would otherwise be built again on the CPU: 14 s for
@@ -150,6 +98,7 @@ class Traced:
     macs: Polynomial
     seconds: float = 0.0
     order: tuple[str, ...] = ()
+    layouts: dict[str, dict[str, Layout]] = field(default_factory=dict)
     meta_template: nn.Module | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -256,7 +205,7 @@ def _couple(model: nn.Module, x: torch.Tensor, rec: Probe):
     found, output = [], None
     for g in tp_groups:
         n = len(g.items[0].idxs)
-        members, is_output = {}, False
+        members, starts, is_output = {}, {}, False
         for item in g.items:
             target = item.dep.target.module
             if isinstance(target, output_op):
@@ -274,11 +223,13 @@ def _couple(model: nn.Module, x: torch.Tensor, rec: Probe):
                     raise ValueError(f"module {owner!r}: {len(item.idxs)} of its {role} channels move with a group "
                                      f"of {n}, not a whole multiple (a channel split); nslab cannot size it")
                 members[(owner, role)] = max(members.get((owner, role), 0), len(item.idxs) // n)
+                start = run_start(item.idxs)  # where its run sits along the dimension (a concatenation's offset)
+                starts[(owner, role)] = start if starts.get((owner, role), start) == start else None
         outs = [o for (o, r) in members if r == "out" and o in first]
         if is_output or (rec.last, "out") in members:
-            output = (n, members)
+            output = (n, members, starts)
         elif outs:
-            found.append((min(first[o] for o in outs), n, members))
+            found.append((min(first[o] for o in outs), n, members, starts))
     found.sort(key=lambda t: t[0])
     return found, output, sizes, kinds, unwrapped
 
@@ -287,9 +238,9 @@ def _forms(found, output, sizes, n_groups: int) -> dict[str, dict[str, Form]]:
     """Each dimension: its default size less what its groups contribute, plus ``coef * w_g`` per group."""
     const = {o: dict(r) for o, r in sizes.items()}
     terms: dict[tuple[str, str], dict[int, int]] = {}
-    groups = [(i, n, m) for i, (_, n, m) in enumerate(found)]
+    groups = [(i, n, m) for i, (_, n, m, _) in enumerate(found)]
     if output is not None:
-        groups.append((n_groups, *output))
+        groups.append((n_groups, *output[:2]))
     for var, n, members in groups:
         for (owner, role), c in members.items():
             const[owner][role] -= c * n
@@ -403,7 +354,8 @@ def trace(factory: str | Callable[[], nn.Module], input_size: Sequence[int] = (3
     t0 = time.perf_counter()
     fn, label = resolve_factory(factory)
     size = _check_input_size(input_size)
-    model = make_network(fn, label)
+    with _shapes_only():
+        model = make_network(fn, label)
     check_modules(model)
     training = model.training
     model.eval()
@@ -414,7 +366,9 @@ def trace(factory: str | Callable[[], nn.Module], input_size: Sequence[int] = (3
     dims = _forms(found, output, sizes, len(found))
     first = {n: i for i, n in enumerate(rec.order)}
     modules = dict(model.named_modules())
-    groups = tuple(_group(i, n, m, first, modules) for i, (_, n, m) in enumerate(found))
+    groups = tuple(_group(i, n, m, first, modules) for i, (_, n, m, _) in enumerate(found))
+    layouts = compile_layouts([(i, *f[1:]) for i, f in enumerate(found)]
+                              + ([(len(found), *output)] if output is not None else []), sizes)
     k0 = rec.output_shape[1]
     v0 = [g.default for g in groups] + [k0]
     params, macs = _compile(model, rec, dims, kinds, v0)
@@ -424,7 +378,23 @@ def trace(factory: str | Callable[[], nn.Module], input_size: Sequence[int] = (3
                          f"network ({n_params} parameters, {rec.flops / 2:g} MACs by FlopCounterMode); an op or "
                          "module it uses is not understood")
     return Traced(fn, label, size, groups, k0, output is not None, dims, kinds, param_dims, params, macs,
-                  time.perf_counter() - t0, tuple(rec.order), model.train(training).to("meta"))
+                  time.perf_counter() - t0, tuple(rec.order), layouts, model.train(training).to("meta"))
+
+
+@contextlib.contextmanager
+def _shapes_only():
+    """While :func:`trace` builds its copy of the network, ``torch.nn.init``'s draws leave their tensors as they are:
+    the copy's values are never read (only its shapes, its graph and its counts; it is kept on the meta device), and
+    the draws are most of a large constructor's time (regnet_y_128gf: 644M parameters, several seconds)."""
+    with contextlib.ExitStack() as stack:
+        for name in dir(nn.init):
+            if name.endswith("_") and not name.startswith("_") and callable(getattr(nn.init, name)):
+                stack.enter_context(mock.patch.object(nn.init, name, _keep))
+        yield
+
+
+def _keep(tensor, *args, **kwargs):
+    return tensor
 
 
 def _check_all_ran(model: nn.Module, ran: Sequence[str], label: str) -> None:

@@ -2,9 +2,11 @@
 
 A traced network is one more kind of architecture: one variant (its input size: ``"cifar"`` for 32x32 images,
 ``"tiny"`` for 64x64), no ``convcut``, the compiled polynomials as its exact counts, and exact shrinking
-(:attr:`~nslab.models.Architecture.shrinkable`) of every group whose members' dimensions are all exactly its width
-(a residual stream, a depthwise conv, a squeeze-and-excitation gate: yes; a group read through a concatenation, a
-flatten into a Linear, or a grouped layer: no, those are masked).
+(:attr:`~nslab.models.Architecture.shrinkable`, :meth:`TracedCallables.slices`) of every group whose channels sit in
+runs along each dimension (:mod:`nslab.models.layout`: a residual stream, a depthwise conv, a squeeze-and-excitation
+gate, a concatenation's consumer, a flatten into a Linear, a grouped conv in equal blocks) and whose norms
+normalise each channel alone (a group under a LayerNorm or GroupNorm over its channels is masked:
+:func:`shrinkable_groups`).
 
 Fixed groups: a group whose channels one of the user's ``ignored`` modules (or a module under it) produces,
 normalises or scales keeps its width (a module that only reads the group does not fix it, as Torch-Pruning's
@@ -18,7 +20,8 @@ logits come from no such layer keeps its own K and refuses another.
 
 Gates: each group is gated at every member output (:func:`nslab.models.resize.gate_members`): one
 :class:`~nslab.models.Gate`, and a :class:`~nslab.models.resize.MemberGate` on each other branch, so pruning scores
-and masks the whole coupled group.
+and masks the whole coupled group; a concatenation's norms carry a :class:`~nslab.models.resize.SegmentGate` over
+the runs of the groups they read.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .common import check_widths
-from .polynomial import form_var
-from .resize import build_traced
+from .layout import slices
+from .resize import build_traced, channel_dim
 from .traced import Traced, TracedGroup, trace
 
 __all__ = ["IMAGE_VARIANTS", "TracedCallables", "fixed_groups", "traced_network", "traced_parts", "width_multiples"]
@@ -48,6 +51,7 @@ class TracedCallables:
         variant: the one dataset variant it exists for; image_size: its image side (pixels).
         fixed: indices (into ``traced.groups``) of the groups that keep their default width; free: the others, in
             width-vector order (entry j of a width vector is group ``free[j]``).
+        conv_groups: each grouped conv's (fixed) group count, by module name (what a shrink keeps equal).
     """
 
     def __init__(self, traced: Traced, name: str, fixed: Sequence[int] = ()):
@@ -57,6 +61,8 @@ class TracedCallables:
         self.variant = IMAGE_VARIANTS[h]
         self.fixed = tuple(sorted(set(fixed)))
         self.free = tuple(i for i in range(len(traced.groups)) if i not in self.fixed)
+        self.conv_groups = {n: m.groups for n, m in traced.meta_template.named_modules()  # a grouped conv's groups
+                            if traced.kinds.get(n) == "grouped"}
 
     def full(self, widths: Sequence[int]) -> list[int]:
         """One width per traced group: ``widths`` (one per free group) with the fixed groups' defaults put in."""
@@ -83,6 +89,14 @@ class TracedCallables:
             name, x, k = off[0]
             raise ValueError(f"{self.name}: width {x} of group {name!r} must be a multiple of {k} (grouped layers)")
         return build_traced(self.traced, w, num_classes, gated=self.free)
+
+    def slices(self, widths: Sequence[int], keep: dict, num_classes: int, variant: str, convcut: bool) -> dict:
+        """What a shrink keeps of every tensor (:func:`nslab.models.layout.slices`): ``keep`` maps width-vector
+        entries to the sorted indices of their channels to keep, ``widths`` are the network's current widths."""
+        self._check(variant, convcut)
+        t = self.traced
+        return slices(t.layouts, t.kinds, t.param_dims, self.conv_groups, t.values(self.full(widths), num_classes),
+                      {self.free[j]: idx for j, idx in keep.items()})
 
     def params(self, widths: Sequence[int], num_classes: int, variant: str, convcut: bool) -> int:
         """Exact trainable parameters of :meth:`build`'s network (the compiled polynomial, microseconds)."""
@@ -120,13 +134,29 @@ def width_multiples(arch) -> tuple[int, ...]:
 
 
 def shrinkable_groups(calls: TracedCallables) -> frozenset[int]:
-    """Width-vector entries whose pruned channels can be removed exactly: every dimension a member of the group
-    sets is exactly the group's width (one channel per unit, nothing else added; no multiple to keep), so slicing
-    each member tensor along it by the kept channels is the smaller network."""
+    """Width-vector entries whose pruned channels can be removed exactly, so that slicing every member tensor by
+    the kept channels (:func:`nslab.models.layout.slices`) is the masked network made smaller:
+
+    - every dimension the group sets holds its channels in one run (:mod:`nslab.models.layout`; a concatenation's
+      consumer holds several groups' runs, a Linear after a flatten ``H * W`` entries per channel);
+    - every norm among them normalises each channel on its own (a BatchNorm) and is gated (a concatenation's
+      norms by a :class:`~nslab.models.resize.SegmentGate`): a LayerNorm or GroupNorm over the channels counts a
+      masked channel in the others' statistics, so there masking and removing differ and the group stays masked;
+    - a grouped conv reads the group alone (its input split into the conv's groups; the pruner removes the same
+      number of channels from each, :func:`~nslab.search.pruner.balanced_keep`).
+    """
     t, out = calls.traced, set()
+    modules = dict(t.meta_template.named_modules())
     for j, i in enumerate(calls.free):
-        g, whole = t.groups[i], form_var(i)
-        if g.multiple == 1 and all(c == 1 and t.dims[o][r] == whole for o, r, c in g.members):
+        ok = True
+        for o, r, _ in t.groups[i].members:
+            layout, m = t.layouts.get(o, {}).get(r), modules.get(o)
+            ok &= layout is not None
+            if r == "norm":
+                ok &= isinstance(m, nn.modules.batchnorm._BatchNorm) and channel_dim(m) is not None
+            if r == "in" and t.kinds.get(o) == "grouped":
+                ok &= layout == ((i, 1),)
+        if ok:
             out.add(j)
     return frozenset(out)
 
@@ -223,6 +253,7 @@ def traced_parts(factory: str | Callable[[], nn.Module], input_size: Sequence[in
         "params": calls.params,
         "macs": calls.macs,
         "shrinkable": shrinkable_groups(calls),
+        "slices": calls.slices,
         "fit_from_onset": True,  # a residual stream keeps its width until late (Architecture.fit_from_onset)
         "description": f"{t.label} traced at {size}: {len(calls.free)} coupled channel groups"
                        + (f"; fixed (not searched): {fixed}" if fixed else ""),

@@ -22,9 +22,10 @@ from torch import nn
 from .. import io
 from ..config import BaselineSettings, Recipe, SearchSettings, resolve
 from ..data import ImageData
-from ..models import create_model
+from ..models import create_model, get_arch
+from ..search.channels import channel_slices, cut
 from ..search.descent import search_data
-from ..search.prune import L1Norm, channel_map, prune
+from ..search.prune import L1Norm, prune
 from .methods import Budget, Context, get_method, keep_ratio_for_budget
 
 __all__ = ["LiResult", "MorphNetResult", "li_baseline", "morphnet_baseline", "transplant"]
@@ -109,11 +110,12 @@ def transplant(
     widths: Sequence[int],
     dataset: str = "cifar10",
     convcut: bool = False,
+    start: Sequence[int] | None = None,
 ) -> nn.Module:
     """A network of ``widths`` that inherits ``model``'s weights of the kept channels.
 
-    For every tensor, the dimensions a width entry indexes (:func:`~nslab.search.prune.channel_map`) are sliced
-    to ``keep[i]``. Dimensions tied to a width by a factor (MobileNetV2's expanded channels) keep their
+    For every tensor, the dimensions a width entry indexes (:func:`~nslab.search.channels.channel_slices`) are
+    sliced to ``keep[i]``. Dimensions tied to a width by a factor (MobileNetV2's expanded channels) keep their
     leading channels, and tensors that do not exist in ``model`` (a shortcut that became a projection)
     keep their fresh initialisation. For VGG11 this is exact filter removal, as in Li et al.
 
@@ -121,26 +123,23 @@ def transplant(
         model: the trained network.
         keep: ``{i: sorted int64 indices of entry i's channels to keep}`` (entries absent keep all).
         widths: (L,) new widths (``len(keep[i])`` for the entries in ``keep``).
+        start: (L,) ``model``'s widths (default: the architecture's default widths).
 
     Returns:
         The new network (CPU, train mode).
     """
-    cmap = channel_map(arch, dataset, convcut)
-    slices: dict[str, list] = {}
     for i, idx in keep.items():
         if len(idx) != widths[i]:
             raise ValueError(f"entry {i}: {len(idx)} kept channels but width {widths[i]}")
-        for key, dim in cmap[i]:
-            slices.setdefault(key, []).append((dim, idx))
+    start = get_arch(arch).default_widths if start is None else start
+    slices = channel_slices(arch, start, {i: idx.cpu() for i, idx in keep.items()}, dataset, convcut)
     new = create_model(arch, widths, dataset, convcut)
     old = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     state = new.state_dict()
     for key, target in state.items():
         if key not in old:
             continue
-        t = old[key]
-        for dim, idx in slices.get(key, ()):
-            t = t.index_select(dim, idx)
+        t = cut(old[key], slices.get(key, ()))
         if t.dim() == target.dim() and all(a >= b for a, b in zip(t.shape, target.shape)):
             state[key] = t[tuple(slice(0, n) for n in target.shape)].clone()
     new.load_state_dict(state)
@@ -225,7 +224,7 @@ def li_baseline(
     keep = {i: torch.sort(torch.argsort(s, descending=True, stable=True)[:w]).values
             for i, (s, w) in enumerate(zip(scores, widths))}
     seed_everything(seed + 1)
-    small = transplant(full, arch, keep, widths, dataset, convcut)
+    small = transplant(full, arch, keep, widths, dataset, convcut, ctx.start)
     r_ft = Recipe("li-finetune", epochs=baseline.li_finetune_epochs, batch_size=train_recipe.batch_size,
                   lr=baseline.li_finetune_lr, momentum=baseline.li_finetune_momentum,
                   weight_decay=train_recipe.weight_decay, milestones=(), augment=train_recipe.augment,

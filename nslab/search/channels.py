@@ -2,9 +2,10 @@
 
 Pruning a channel means its gate output is zero from then on (:func:`apply_masks`). Where that can be
 done exactly by removing weights, the network is rebuilt smaller (:func:`shrink_model`): surviving
-weights *and* the optimiser state are sliced over, so the rebuilt network computes what the masked one
-did. Which width entries shrink exactly is each network's :attr:`nslab.models.Architecture.shrinkable`
-(:func:`shrinkable_layers`; the network's module says why, e.g. only ResNet18's middle widths).
+weights *and* the optimiser state are sliced over (:func:`channel_slices`, :func:`cut`), so the rebuilt network
+computes what the masked one did. Which width entries shrink exactly is each network's
+:attr:`nslab.models.Architecture.shrinkable` (:func:`shrinkable_layers`; the network's module says why, e.g. only
+ResNet18's middle widths), and which tensors a shrink slices its :attr:`~nslab.models.Architecture.slices`.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..data import DatasetSpec
+from ..data import DatasetSpec, dataset_spec
 from ..models import Architecture, Gate, create_model, get_arch
-from ..models.resize import MemberGate
+from ..models.resize import MemberGate, SegmentGate
 from ..models.traced_arch import width_multiples
 
-__all__ = ["Handles", "apply_masks", "channel_map", "empty_model", "find_gates", "gate_points", "shrink_model",
-           "shrinkable_layers"]
+__all__ = ["Handles", "apply_masks", "channel_map", "channel_slices", "cut", "empty_model", "find_gates",
+           "gate_entries", "gate_modules", "gate_points", "shrink_model", "shrinkable_layers"]
 
 Dataset = str | DatasetSpec
 
@@ -42,12 +43,26 @@ def find_gates(model: nn.Module) -> dict[int, Gate]:
 def gate_points(model: nn.Module) -> dict[int, list[nn.Module]]:
     """Every gated point of each width entry: its :class:`~nslab.models.Gate`, then the
     :class:`~nslab.models.resize.MemberGate` s of a traced network's coupled group (one per member output; see
-    :func:`nslab.models.resize.gate_members`). A hand-written network has one point per entry."""
+    :func:`nslab.models.resize.gate_members`) and the :class:`~nslab.models.resize.SegmentGate` s of the
+    concatenations that read it (one point may serve several entries). A hand-written network has one point per
+    entry."""
     points = {i: [g] for i, g in find_gates(model).items()}
     for m in model.modules():
-        if isinstance(m, MemberGate):
-            points[m.index].append(m)
+        for i, _ in gate_entries(m) if isinstance(m, (MemberGate, SegmentGate)) else ():
+            points[i].append(m)
     return points
+
+
+def gate_entries(point: nn.Module) -> list[tuple[int, slice | None]]:
+    """The width entries a gate point carries: ``(index, its channels along the point's dim)``, ``None`` for all."""
+    if isinstance(point, SegmentGate):
+        return [(i, slice(start, start + n)) for i, start, n in point.segments]
+    return [(point.index, None)]
+
+
+def gate_modules(points: dict[int, list[nn.Module]]) -> list[nn.Module]:
+    """The distinct gate points of :func:`gate_points` (a concatenation's serves several entries), in order."""
+    return list({id(p): p for ps in points.values() for p in ps}.values())
 
 
 def channel_map(arch: str, dataset: Dataset = "cifar10", convcut: bool = False) -> dict[int, tuple]:
@@ -82,10 +97,52 @@ def _channel_map(a: Architecture, dataset: Dataset, convcut: bool) -> dict[int, 
         w = list(base)
         w[i] -= m
         s = shapes(w)
-        out[i] = tuple(
-            (k, d) for k, shp in ref.items() if k in s for d, n in enumerate(shp) if s[k][d] == n - m
+        out[i] = tuple(  # a dimension that is the entry's channels (not a concatenation holding them and others)
+            (k, d) for k, shp in ref.items() if k in s for d, n in enumerate(shp) if s[k][d] == n - m and n == base[i]
         )
     return out
+
+
+def channel_slices(arch: str, widths: Sequence[int], keep: dict[int, torch.Tensor], dataset: Dataset = "cifar10",
+                   convcut: bool = False) -> dict[str, list[tuple[int, torch.Tensor, int]]]:
+    """What a shrink keeps of every tensor: the architecture's own map (:attr:`~nslab.models.Architecture.slices`,
+    a traced network's concatenations and grouped convs), else each entry's :func:`channel_map` dimensions.
+
+    Args:
+        widths: (L,) the network's current widths; keep: ``{i: sorted int64 indices of entry i's channels to keep}``.
+
+    Returns:
+        ``{state-dict key: [(dim, index, groups), ...]}`` (see :func:`cut`).
+    """
+    a = get_arch(arch)
+    if a.slices is not None:
+        spec = dataset if isinstance(dataset, DatasetSpec) else dataset_spec(dataset)
+        return a.slices(list(widths), keep, spec.num_classes, spec.variant, convcut)
+    cmap, out = channel_map(arch, dataset, convcut), {}
+    for i, idx in keep.items():
+        for key, dim in cmap[i]:
+            out.setdefault(key, []).append((dim, idx, 1))
+    return out
+
+
+def cut(t: torch.Tensor, parts: Sequence[tuple[int, torch.Tensor, int]]) -> torch.Tensor:
+    """``t`` indexed along each ``(dim, index, groups)`` of :func:`channel_slices`; with ``groups > 1`` the
+    dimension is a grouped conv's per-group input (``in / groups`` of them) and ``index`` runs over all ``in``
+    channels, the same number in each group: each group's rows of ``t`` keep their group's channels."""
+    for dim, index, groups in parts:
+        index = index.to(t.device)
+        if groups == 1:
+            t = t.index_select(dim, index)
+            continue
+        per, size = len(index) // groups, t.shape[dim]  # kept and current inputs per group (dim 1)
+        local = index[: per * groups].view(groups, per) - torch.arange(groups, device=t.device)[:, None] * size
+        if len(index) % groups or local.min() < 0 or local.max() >= size:
+            raise ValueError(f"a grouped conv's {groups} groups would keep unequal numbers of input channels")
+        rows = t.shape[0] // groups  # (out, in / groups, ...): group g's filters are rows g * rows ...
+        shape = (groups, rows, per, *t.shape[2:])
+        at = local.view(groups, 1, per, *[1] * (t.dim() - 2)).expand(shape)
+        t = t.view(groups, rows, size, *t.shape[2:]).gather(2, at).reshape(t.shape[0], per, *t.shape[2:])
+    return t
 
 
 def shrinkable_layers(arch: str) -> frozenset[int]:
@@ -121,17 +178,26 @@ def apply_masks(model: nn.Module, masks: dict[int, torch.Tensor]) -> Handles:
         A handle whose ``remove()`` detaches the hooks.
     """
     handles = []
-    for i, points in gate_points(model).items():
+    for point in gate_modules(gate_points(model)):
+        entries = gate_entries(point)
 
-        def hook(m, _args, out, i=i):
-            mask = masks.get(i)
-            if mask is None:
+        def hook(m, _args, out, entries=entries):
+            if len(entries) == 1 and entries[0][1] is None:
+                scale = masks.get(entries[0][0])
+            elif any(i in masks for i, _ in entries):  # a concatenation's runs: ones but where a mask is
+                scale = torch.ones(out.shape[m.dim], device=out.device)
+                for i, part in entries:
+                    if i in masks:
+                        scale[part] = masks[i]
+            else:
+                scale = None
+            if scale is None:
                 return None
             shape = [1] * out.dim()
             shape[m.dim] = -1  # the gate's channel dimension (1, or -1 for a channels-last output)
-            return out * mask.to(out.dtype).view(shape)
+            return out * scale.to(out.dtype).view(shape)
 
-        handles.extend(p.register_forward_hook(hook) for p in points)
+        handles.append(point.register_forward_hook(hook))
     return Handles(handles)
 
 
@@ -176,7 +242,8 @@ def shrink_model(
         arch, dataset, convcut: its architecture.
         widths: (L,) its current physical widths.
         keep: ``{i: sorted int64 indices of the channels of entry i to keep}``; only entries in
-            :func:`shrinkable_layers`.
+            :func:`shrinkable_layers`. An entry whose width is a multiple m of a grouped conv's groups keeps the same
+            number in each of its m equal blocks (:func:`nslab.search.pruner.balanced_keep`).
         optimizer: the optimiser over ``model``'s parameters (one param group), or ``None``.
 
     Returns:
@@ -188,26 +255,20 @@ def shrink_model(
         raise ValueError(
             f"{arch}: width entries {bad} cannot be removed exactly (mask them); shrinkable: {sorted(ok)}"
         )
-    new_widths = list(widths)
+    new_widths, multiples = list(widths), width_multiples(get_arch(arch))
     for i, idx in keep.items():
         if len(idx) < 1:
             raise ValueError(f"width entry {i} would keep no channel")
+        m = multiples[i]
+        if m > 1 and len(set(torch.bincount(idx.cpu() // (widths[i] // m), minlength=m).tolist())) != 1:
+            raise ValueError(f"width entry {i} (a grouped conv's, {m} equal blocks of {widths[i] // m} channels) "
+                             f"must keep the same number of channels in each block")
         new_widths[i] = len(idx)
-    cmap = channel_map(arch, dataset, convcut)
-    slices: dict[str, list[tuple[int, torch.Tensor]]] = {}
-    for i, idx in keep.items():
-        for key, dim in cmap[i]:
-            slices.setdefault(key, []).append((dim, idx))
-
-    def cut(key: str, t: torch.Tensor) -> torch.Tensor:
-        for dim, idx in slices.get(key, ()):
-            t = t.index_select(dim, idx.to(t.device))
-        return t
-
+    slices = channel_slices(arch, widths, keep, dataset, convcut)
     ref = next(model.parameters())
     new = empty_model(arch, new_widths, dataset, convcut, ref.device, ref.dtype)
     old = model.state_dict()
-    state = OrderedDict((k, cut(k, v)) for k, v in old.items())
+    state = OrderedDict((k, cut(v, slices.get(k, ()))) for k, v in old.items())
     state._metadata = getattr(old, "_metadata", None)  # module versions: some check theirs (torchvision's MNASNet)
     new.load_state_dict(state)
     if _channels_last(ref):
@@ -225,7 +286,7 @@ def shrink_model(
             name = names[id(p)]
             q = new_params[name]
             new_opt.state[q] = {
-                k: _same_format(cut(name, v), v) if torch.is_tensor(v) and v.shape == p.shape else v
+                k: _same_format(cut(v, slices.get(name, ())), v) if torch.is_tensor(v) and v.shape == p.shape else v
                 for k, v in state.items()
             }
     return new, new_widths, new_opt

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .channels import Dataset, Handles, channel_map, find_gates, gate_points
+from .channels import Dataset, Handles, channel_map, find_gates, gate_entries, gate_modules, gate_points
 
 __all__ = ["CRITERIA", "BNScale", "L1Norm", "Scores", "TaylorFO", "gate_gradients", "make_criterion"]
 
@@ -72,12 +72,12 @@ class TaylorFO:
         self.detach()
         handles = []
         points = gate_points(model)
-        for i, gates in points.items():
-            for gate in gates:
-                clamp = getattr(gate, "clamp_max", None) if self.relu6_gates == "before" else None
-                hook = self._fwd(i, clamp, coupled=len(gates) > 1, dim=gate.dim)
-                handles.append(gate.register_forward_hook(hook))
-        if any(len(g) > 1 for g in points.values()):
+        coupled = {i: len(gates) > 1 for i, gates in points.items()}
+        for gate in gate_modules(points):  # a concatenation's once, for all the entries it carries
+            clamp = getattr(gate, "clamp_max", None) if self.relu6_gates == "before" else None
+            entries = [(i, part, coupled[i]) for i, part in gate_entries(gate)]
+            handles.append(gate.register_forward_hook(self._fwd(entries, clamp, dim=gate.dim)))
+        if any(coupled.values()):
             # a new forward starts a new minibatch: forget a coupled group's partial sum of a pass never backwarded
             handles.append(model.register_forward_pre_hook(self._new_pass))
         self._handles = Handles(handles)
@@ -88,9 +88,9 @@ class TaylorFO:
         self._pending.clear()
         self._seen.clear()
 
-    def _fwd(self, i: int, clamp, coupled: bool, dim: int = 1):
-        """The forward hook of one gate point of entry ``i``: its backward hook adds ``g = sum z * dL/dz`` over every
-        dimension but the channels' ``dim``."""
+    def _fwd(self, entries: list[tuple[int, slice | None, bool]], clamp, dim: int = 1):
+        """The forward hook of one gate point carrying ``(entry, its channels or None for all, coupled)`` s: its
+        backward hook adds ``g = sum z * dL/dz`` over every dimension but the channels' ``dim`` to each entry."""
 
         def fwd(_m, _args, out):
             if not (torch.is_grad_enabled() and out.requires_grad):
@@ -98,29 +98,34 @@ class TaylorFO:
             z = out.detach()
             if clamp is not None:  # the saturated positions pass no gradient to a pre-activation gate
                 z = z.masked_fill(z >= clamp, 0)
-            if coupled:
-                self._pending[i] = self._pending.get(i, 0) + 1
-                self._seen[i] = self._seen.get(i, 0) + 1
+            for i, _, coupled in entries:
+                if coupled:
+                    self._pending[i] = self._pending.get(i, 0) + 1
+                    self._seen[i] = self._seen.get(i, 0) + 1
 
             def bwd(grad):
-                g = (z.float() * grad.float()).sum(dim=[d for d in range(z.dim()) if d != dim % z.dim()]).double()
-                if coupled:  # one gate shared by every member: its gradient is the members' sum
-                    self._part[i] = self._part[i] + g if i in self._part else g
-                    self._pending[i] -= 1
-                    if self._pending[i]:
-                        return
-                    g = self._part.pop(i)
-                    seen = self._seen.pop(i)
-                    if self.coupled == "mean":
-                        g = g / seen
-                self.last[i] = g
-                self._sum[i] = self._sum[i] + g * g if i in self._sum else g * g
-                self._count[i] = self._count.get(i, 0) + 1
+                whole = (z.float() * grad.float()).sum(dim=[d for d in range(z.dim()) if d != dim % z.dim()]).double()
+                for i, part, coupled in entries:
+                    self._add(i, whole if part is None else whole[part], coupled)
 
             out.register_hook(bwd)
             return None
 
         return fwd
+
+    def _add(self, i: int, g: torch.Tensor, coupled: bool) -> None:
+        if coupled:  # one gate shared by every member: its gradient is the members' sum
+            self._part[i] = self._part[i] + g if i in self._part else g
+            self._pending[i] -= 1
+            if self._pending[i]:
+                return
+            g = self._part.pop(i)
+            seen = self._seen.pop(i)
+            if self.coupled == "mean":
+                g = g / seen
+        self.last[i] = g
+        self._sum[i] = self._sum[i] + g * g if i in self._sum else g * g
+        self._count[i] = self._count.get(i, 0) + 1
 
     def detach(self) -> None:
         """Remove the hooks."""

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..config import PruneSettings
 from ..models import get_arch, param_count
+from ..models.traced_arch import width_multiples
 from ..runs.loop import NonFiniteLossError, Step
 from .channels import Dataset, apply_masks, shrink_model, shrinkable_layers
 from .criteria import Scores, TaylorFO
@@ -112,6 +113,31 @@ def _select(
     return picked
 
 
+def balanced_keep(alive: torch.Tensor, multiple: int) -> torch.Tensor | None:
+    """The channels a shrink keeps of one width entry: its alive ones, and where the width must stay a multiple of
+    ``multiple`` (a grouped conv's input or output, split into that many equal blocks) as many dead ones as keep
+    every block the same size: each block loses as many dead channels as the block with the fewest has. ``None``
+    when nothing can be removed.
+
+    Args:
+        alive: (w,) bool, w a multiple of ``multiple``.
+
+    Returns:
+        Sorted int64 indices (a superset of the alive channels), or ``None``.
+    """
+    if multiple == 1:
+        return None if bool(alive.all()) else torch.nonzero(alive).flatten()
+    blocks = alive.view(multiple, -1)
+    drop = int((~blocks).sum(1).min())
+    if not drop:
+        return None
+    # in each block, the dead channels after its first (dead - drop) stay (masked) and the rest go
+    dead_rank = torch.cumsum((~blocks).long(), 1)
+    extra = (~blocks).sum(1, keepdim=True) - drop
+    kept = blocks | (~blocks & (dead_rank <= extra))
+    return torch.nonzero(kept.flatten()).flatten()
+
+
 # --------------------------------------------------------------------------------------------------------
 # the pruner
 
@@ -155,6 +181,7 @@ class Pruner:
         self.criterion = TaylorFO(settings.relu6_gates, settings.coupled_scores) if criterion is None else criterion
         self.device = torch.device(device)
         self.shrinkable = shrinkable_layers(arch) if settings.shrink else frozenset()
+        self.multiples = width_multiples(get_arch(arch))  # a grouped entry shrinks in equal blocks (balanced_keep)
         self.onset = get_arch(arch).fit_from_onset  # a row after every step (Architecture.fit_from_onset)
         self.target = settings.target_channels(sum(self.start))
         self.half = sum(self.start) - int(HALF_KEEP * sum(self.start))  # MorphNet's channel count
@@ -288,17 +315,20 @@ class Pruner:
         # Rebuild once the masked share of the shrinkable channels is worth it: each rebuild costs a copy of
         # the weights and new kernel shapes, so rebuilding after every small step loses part of what the
         # smaller network saves.
-        dead = sum(int((~self.alive[i]).sum()) for i in self.shrinkable)
-        if not dead or dead < self.settings.shrink_min_fraction * sum(self.phys[i] for i in self.shrinkable):
+        keep = {i: k for i in self.shrinkable if (k := balanced_keep(self.alive[i], self.multiples[i])) is not None}
+        removable = sum(self.phys[i] - len(k) for i, k in keep.items())
+        if not removable or removable < self.settings.shrink_min_fraction * sum(self.phys[i] for i in self.shrinkable):
             return
-        keep = {i: torch.nonzero(self.alive[i]).flatten() for i in self.shrinkable if not self.alive[i].all()}
         self.detach()
         step.model, self.phys, step.optimizer = shrink_model(
             step.model, self.arch, self.phys, keep, self.dataset, self.convcut, step.optimizer
         )
-        for i in keep:
-            self.alive[i] = torch.ones(self.phys[i], dtype=torch.bool)
-            del self.masks[i]
+        for i, k in keep.items():
+            self.alive[i] = self.alive[i][k]  # a grouped entry may keep dead channels: they stay masked
+            if self.alive[i].all():
+                del self.masks[i]
+            else:
+                self.masks[i] = self.alive[i].to(device=self.device, dtype=torch.float32)
         self.attach(step.model)
 
     def state_dict(self) -> dict:
