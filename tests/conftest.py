@@ -10,6 +10,7 @@ from nslab.scaling import powerlaw, solver
 DATA = Path(__file__).parent / "data"
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(items):
     # Under pytest-xdist (the README's `-n 2 --dist loadgroup`), every test that reads the shared smoke reproduction
     # runs on one worker, so that the reproduction (the suite's slowest part) runs once, not once per worker.
