@@ -8,15 +8,17 @@ from nslab.models import param_count
 from nslab.scaling import powerlaw, solver
 
 DATA = Path(__file__).parent / "data"
+ONE_WORKER = "one_worker"  # the xdist group whose tests run one after another on one worker
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(items):
     # Under pytest-xdist (the README's `-n 2 --dist loadgroup`), every test that reads the shared smoke reproduction
-    # runs on one worker, so that the reproduction (the suite's slowest part) runs once, not once per worker.
+    # runs on one worker, so that the reproduction (the suite's slowest part) runs once, not once per worker. The
+    # Ray tests join the same group by name (tests/test_grid.py): each counts the machine's Ray processes.
     for item in items:
         if "smoke_reproduction" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("smoke_reproduction"))
+            item.add_marker(pytest.mark.xdist_group(ONE_WORKER))
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ONE_WORKER
 
 from nslab import config
 from nslab.cli import main as cli_main
@@ -272,6 +273,9 @@ def test_a_shared_gpu_times_each_run_alone_after_it_and_the_notebooks_then_compu
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                reason="the Ray executor's tests need ray (pip install -e '.[ray]')")
+# Each Ray test checks that it leaves no Ray process behind, counted over the whole machine, so no two may run at
+# once on two xdist workers (CI failed on that: the other test's cluster restarted a worker in between)
+one_worker = pytest.mark.xdist_group(ONE_WORKER)
 
 
 def reproduce_args(d: Path, *more: str) -> list[str]:
@@ -307,6 +311,7 @@ def ray_processes() -> set[int]:
 
 
 @needs_ray
+@one_worker
 def test_ray_driver_killed_mid_grid_resumes_without_recomputing(inprocess_ref, tmp_path):
     res = tmp_path / "res"
     before_any = ray_processes()
@@ -347,6 +352,7 @@ def test_ray_driver_killed_mid_grid_resumes_without_recomputing(inprocess_ref, t
 
 
 @needs_ray
+@one_worker
 def test_ray_failing_task_is_retried_reported_and_the_rest_completes(tmp_path, monkeypatch, capsys):
     # a setting whose search fails when it runs (a training subset of 0 images): its NeuralScale run is
     # skipped, its uniform run and the other setting's go on
