@@ -274,7 +274,7 @@ def test_a_shared_gpu_times_each_run_alone_after_it_and_the_notebooks_then_compu
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                reason="the Ray executor's tests need ray (pip install -e '.[ray]')")
 # Each Ray test checks that it leaves no Ray process behind, counted over the whole machine, so no two may run at
-# once on two xdist workers (CI failed on that: the other test's cluster restarted a worker in between)
+# once on two xdist workers (CI failed on that: a process of the other test's cluster appeared in between)
 one_worker = pytest.mark.xdist_group(ONE_WORKER)
 
 
