@@ -380,6 +380,29 @@ def test_a_concatenation_scores_each_entry_on_its_own_channels():
     assert torch.allclose(crit.last[1], per["c1"] + per["n2"][8:14] + per["n3"][8:14], rtol=1e-5, atol=1e-12)
 
 
+def test_a_concatenations_gate_follows_masks_replaced_between_forwards():
+    # the pruner replaces a mask after every step; a concatenation's gate must not keep the scale it built before
+    a = arch_of("dense")
+    torch.manual_seed(0)
+    model = a.build(list(a.default_widths), 10, "cifar", False).eval()
+    model.n3.bias.data.fill_(0.5)  # so that a zero reaching n3 from c1's own gate is not zero after n3
+    x = torch.randn(2, 3, 32, 32)
+    seen = {}
+    model.n3.register_forward_hook(lambda m, a_, out: seen.__setitem__("n3", out))  # after the gate's hook
+    masks = {1: torch.ones(6)}
+    h = apply_masks(model, masks)
+    with torch.no_grad():
+        model(x)
+        assert bool((seen["n3"][:, 8:14] != 0).all())
+        masks[1] = torch.tensor([1.0, 0, 1, 1, 0, 1])
+        model(x)
+        assert bool((seen["n3"][:, [9, 12]] == 0).all()) and bool((seen["n3"][:, [8, 10, 11, 13]] != 0).all())
+        del masks[1]
+        model(x)
+        assert bool((seen["n3"][:, 8:14] != 0).all())
+    h.remove()
+
+
 def test_a_search_shrinks_the_concatenations_and_grouped_convs(registered, data):
     a = registered("dense")
     res = prune(a.name, data, FAST, seed=0, progress=False)

@@ -306,10 +306,14 @@ class Pruner:
         for i, c in picked:
             self.alive[i][c] = False
         for i in {i for i, _ in picked}:
-            self.masks[i] = self.alive[i].to(device=self.device, dtype=torch.float32)
+            self.masks[i] = self._mask(i)
         self.steps += 1
         self.losses.append(mean_loss)
         self._since, self._loss = 0, None
+
+    def _mask(self, i: int) -> torch.Tensor:
+        """(w_i,) float 0/1 of entry i's alive channels, where the gate hooks read it."""
+        return self.alive[i].to(device=self.device, dtype=torch.float32)
 
     def _maybe_shrink(self, step: Step) -> None:
         # Rebuild once the masked share of the shrinkable channels is worth it: each rebuild costs a copy of
@@ -328,7 +332,7 @@ class Pruner:
             if self.alive[i].all():
                 del self.masks[i]
             else:
-                self.masks[i] = self.alive[i].to(device=self.device, dtype=torch.float32)
+                self.masks[i] = self._mask(i)
         self.attach(step.model)
 
     def state_dict(self) -> dict:
@@ -351,7 +355,7 @@ class Pruner:
         self.phys = [int(w) for w in state["phys"]]
         self.alive = [a.to(dtype=torch.bool, device="cpu").clone() for a in state["alive"]]
         self.masks.clear()
-        self.masks.update({i: self.alive[i].to(device=self.device, dtype=torch.float32) for i in state["masked"]})
+        self.masks.update({i: self._mask(i) for i in state["masked"]})
         self.rows = [list(r) for r in state["rows"]]
         self.row_params = list(state["row_params"])
         self.history = [list(h) for h in state.get("history", [])]  # none in an older nslab's checkpoint
