@@ -471,7 +471,6 @@ def test_the_trace_build_serves_every_meta_build():
     assert calls == [8, 8] and model[0].out_channels == 5 and model[0].weight.device.type == "cpu"
 
 
-
 def test_the_trace_builds_its_copy_without_random_draws_and_puts_them_back():
     # the trace reads only shapes, a graph and counts of its copy: torch.nn.init's draws are skipped while the
     # factory builds it (most of a large constructor's time), and restored afterwards, on an error too
